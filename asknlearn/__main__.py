@@ -1,0 +1,3 @@
+from asknlearn.cli import main
+
+raise SystemExit(main())

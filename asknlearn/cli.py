@@ -1,0 +1,114 @@
+"""Command line: ``asknlearn run|strategies|...`` (also ``python -m asknlearn``).
+
+Every config key is a ``--flag`` of ``run`` (``--query-size 1000`` sets ``query_size``);
+``--config file.yaml`` supplies a base. Bad input exits with status 2 and one message naming
+the bad value and the valid ones, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+
+from asknlearn.errors import AskNLearnError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help_: str):
+    """Register ``fn(args)`` as subcommand ``name``; ``fn.add_args(parser)`` adds its flags."""
+
+    def deco(fn):
+        COMMANDS[name] = (help_, getattr(fn, "add_args", lambda p: None), fn)
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------------- run
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    from asknlearn.config import ExperimentConfig
+
+    p.add_argument("--config", action="append", default=[],
+                   help="YAML file(s) of config keys (later files and flags override)")
+    p.add_argument("--out", required=True, help="output folder of this cell")
+    p.add_argument("--quiet", action="store_true", help="no per-round lines")
+    for f in fields(ExperimentConfig):
+        if f.name == "strategies":
+            continue
+        # values stay strings here: config coercion gives the one clear message for bad ones
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                       metavar=f.name.upper(), help=f"(default: {f.default!r})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from asknlearn.config import from_mapping, load_yaml
+    from asknlearn.loop import run_cell
+
+    values: dict = {}
+    for path in args.config:
+        values.update(load_yaml(path))
+    from asknlearn.config import ExperimentConfig
+
+    for f in fields(ExperimentConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    cfg = from_mapping(values)
+    run_cell(cfg, args.out, log=(lambda s: None) if args.quiet else None)
+    return 0
+
+
+_run.add_args = _add_run_args  # type: ignore[attr-defined]
+command("run", "run (or resume) one active-learning cell")(_run)
+
+
+# ---------------------------------------------------------------------------- strategies
+def _strategies(args: argparse.Namespace) -> int:
+    from asknlearn.strategies import SELECTORS, STRATEGIES
+
+    print(f"{'strategy':<20} {'loss':<6} {'pseudo_labels':<14} selector (needs)")
+    for name, s in STRATEGIES.items():
+        needs = ", ".join(sorted(SELECTORS[s.selector].needs)) or "-"
+        print(f"{name:<20} {s.loss:<6} {s.pseudo_labels:<14} {s.selector} ({needs})")
+    return 0
+
+
+command("strategies", "list the registered strategies and what they are made of")(_strategies)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from asknlearn import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="asknlearn", description="Ask-n-Learn deep active learning benchmark")
+    parser.add_argument("--version", action="version", version=f"asknlearn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # optional command modules register themselves on import
+    for mod in ("asknlearn.report", "asknlearn.backfill"):
+        try:
+            __import__(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except AskNLearnError as exc:
+        print(f"asknlearn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("asknlearn: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

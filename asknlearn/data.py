@@ -1,0 +1,198 @@
+"""Datasets as whole tensors.
+
+Every dataset is read once through its canonical loader (torchvision's real dataset classes,
+scikit-learn for ``digits``), normalized, and kept as float tensors on the chosen device.
+Batches are made by indexing those tensors; no per-sample ``DataLoader`` sits on a hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asknlearn.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset: its model family and the files it needs on disk."""
+
+    name: str
+    family: str  # "mnist" (MNIST, Fashion-MNIST, digits), "cifar" or "svhn"
+    shape: tuple[int, int, int]
+    num_classes: int
+    default_model: str
+    expected_files: tuple[str, ...]  # relative to the data root
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("digits", "mnist", (1, 8, 8), 10, "mlp", (), (0.0,), (1.0,)),
+    "mnist": DatasetInfo(
+        "mnist", "mnist", (1, 28, 28), 10, "mlp",
+        tuple(f"MNIST/raw/{f}[.gz]" for f in _MNIST_FILES), (0.1307,), (0.3081,),
+    ),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", "mnist", (1, 28, 28), 10, "mlp",
+        tuple(f"FashionMNIST/raw/{f}[.gz]" for f in _MNIST_FILES), (0.2860,), (0.3530,),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "cifar", (3, 32, 32), 10, "resnet18",
+        tuple(
+            f"cifar-10-batches-py/{f}"
+            for f in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                      "data_batch_5", "test_batch", "batches.meta")
+        ),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+    ),
+    "svhn": DatasetInfo(
+        "svhn", "svhn", (3, 32, 32), 10, "vgg16",
+        ("train_32x32.mat", "test_32x32.mat"),
+        (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+    ),
+}
+
+# digits has no canonical split: hold out a fixed, seed-independent test set so every
+# experiment on it evaluates on the same 497 images.
+DIGITS_TEST_SIZE = 497
+DIGITS_SPLIT_SEED = 20200710
+
+
+@dataclass
+class TensorData:
+    """A dataset held as normalized tensors: ``x_*`` float (N, C, H, W), ``y_*`` int64 (N,)."""
+
+    info: DatasetInfo
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def to(self, device: torch.device | str) -> TensorData:
+        return TensorData(
+            self.info, self.x_train.to(device), self.y_train.to(device),
+            self.x_test.to(device), self.y_test.to(device),
+        )
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def default_data_root() -> Path:
+    """``$ASKNLEARN_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("ASKNLEARN_DATA", "data"))
+
+
+def _normalize(x_uint8: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    x = x_uint8.float().div_(255.0)
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _missing(info: DatasetInfo, root: Path, detail: str) -> DatasetError:
+    files = "\n  ".join(str(root / f) for f in info.expected_files)
+    hint = ""
+    if info.name == "fashion_mnist":
+        hint = (f"\nThe canonical .gz files can be linked in: mkdir -p {root}/FashionMNIST/raw && "
+                f"ln -s /path/to/FashionMNIST/raw/*.gz {root}/FashionMNIST/raw/")
+    return DatasetError(
+        f"dataset {info.name!r} could not be read from data root {str(root)!r}: {detail}\n"
+        f"expected files (uncompressed, or the canonical .gz next to them):\n  {files}{hint}"
+    )
+
+
+def _load_digits(info: DatasetInfo) -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # sklearn's digits are 0..16 intensities; scale to 0..255 so _normalize applies uniformly
+    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    test, train = perm[:DIGITS_TEST_SIZE], perm[DIGITS_TEST_SIZE:]
+    x = images.unsqueeze(1)
+    x_uint8_mean = x[train].float().div(255.0)
+    # per-dataset normalization computed on the training split only
+    m, s = x_uint8_mean.mean().item(), x_uint8_mean.std().item()
+    info_n = DatasetInfo(**{**info.__dict__, "mean": (m,), "std": (s,)})
+    return _normalize(x[train], info_n), labels[train], _normalize(x[test], info_n), labels[test]
+
+
+def _load_torchvision(info: DatasetInfo, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
+    import torchvision.datasets as tvd
+
+    def build(train: bool):
+        if info.name in ("mnist", "fashion_mnist"):
+            cls = tvd.MNIST if info.name == "mnist" else tvd.FashionMNIST
+            try:
+                return cls(str(root), train=train, download=False)
+            except RuntimeError:
+                # torchvision extracts the canonical .gz files it finds in raw/ without network
+                return cls(str(root), train=train, download=download)
+        if info.name == "cifar10":
+            return tvd.CIFAR10(str(root), train=train, download=download)
+        return tvd.SVHN(str(root), split="train" if train else "test", download=download)
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        if info.name in ("mnist", "fashion_mnist"):
+            x, y = ds.data.unsqueeze(1), ds.targets
+        elif info.name == "cifar10":
+            x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)
+            y = torch.tensor(ds.targets)
+        else:
+            x, y = torch.from_numpy(np.ascontiguousarray(ds.data)), torch.from_numpy(ds.labels)
+        return x.contiguous(), y.long()
+
+    try:
+        xtr, ytr = tensors(build(True))
+        xte, yte = tensors(build(False))
+    except DatasetError:
+        raise
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError/EOFError...
+        raise _missing(info, root, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if tuple(x.shape[1:]) != info.shape or len(x) != len(y) or len(x) == 0:
+            raise _missing(info, root, f"{name} split has images of shape {tuple(x.shape)} and "
+                                       f"{len(y)} labels, expected (N, {', '.join(map(str, info.shape))})")
+        if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
+            raise _missing(info, root, f"{name} labels outside 0..{info.num_classes - 1}")
+    return _normalize(xtr, info), ytr, _normalize(xte, info), yte
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    download: bool = True,
+) -> TensorData:
+    """Load ``name`` once as normalized tensors on ``device``.
+
+    ``root`` is the torchvision data root (``$ASKNLEARN_DATA`` or ``./data`` by default).
+    ``download=True`` lets torchvision fetch or extract missing files where it can; with
+    no network, already-present canonical files are used and anything else raises a
+    :class:`DatasetError` that lists the expected files.
+    """
+    info = dataset_info(name)
+    root = Path(root) if root is not None else default_data_root()
+    parts = _load_digits(info) if name == "digits" else _load_torchvision(info, root, download)
+    return TensorData(info, *parts).to(device)

@@ -1,0 +1,100 @@
+"""Training objectives: cross-entropy and the two calibration losses of eq. 1.
+
+Each loss is called as ``loss(model, x, y) -> (scalar, logits)`` so the training loop never
+asks which one it has; ``logits`` (N, K) feed the running training accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from asknlearn.models import SplitNet
+
+
+def kl_uniform(log_p: torch.Tensor) -> torch.Tensor:
+    """D_KL(U || p) per row, from log-probabilities (..., K): −log K − mean_k log p_k."""
+    k = log_p.shape[-1]
+    return -math.log(k) - log_p.mean(dim=-1)
+
+
+def lwcc_beta(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """β_i = (1 − max_k p_ik)^{1[y_i = ŷ_i]} (eq. 3).
+
+    Correct predictions get β = 1 − confidence (little smoothing when confidently right);
+    wrong ones get β = 1 (full smoothing), so confident mistakes are pushed toward uniform.
+    """
+    conf, pred = probs.max(dim=-1)
+    return torch.where(pred == y, 1.0 - conf, torch.ones_like(conf))
+
+
+def vwcc_alpha(probs_t: torch.Tensor) -> torch.Tensor:
+    """Normalized variance α_i ∈ [0, 1] of T stochastic predictions (T, N, K), as in Seo et al.
+    (2019): one minus the mean Bhattacharyya coefficient between each prediction and their mean,
+    α_i = 1 − (1/T) Σ_t Σ_k sqrt(p_tik · p̄_ik). It is 0 when all T inferences agree."""
+    mean = probs_t.mean(dim=0, keepdim=True)
+    bc = (probs_t * mean).clamp_min(0).sqrt().sum(dim=-1)  # (T, N)
+    return (1.0 - bc.mean(dim=0)).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    name: str = "ce"
+
+    def __call__(self, model: SplitNet, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+
+@dataclass(frozen=True)
+class LWCC:
+    """ℓ = mean_i [ ℓ_ce^i + λ β_i D_KL(U || p_i) ] (eq. 3; mean instead of sum so λ does not
+    scale with the batch). β is a weight, not a path for gradients: it is detached."""
+
+    lam: float = 1.0
+    name: str = "lwcc"
+
+    def __call__(self, model: SplitNet, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        log_p = F.log_softmax(logits, dim=-1)
+        beta = lwcc_beta(log_p.detach().exp(), y)
+        ce = F.nll_loss(log_p, y, reduction="none")
+        return (ce + self.lam * beta * kl_uniform(log_p)).mean(), logits
+
+
+@dataclass(frozen=True)
+class VWCC:
+    """ℓ = mean_i (1/T) Σ_t [ (1 − α_i) ℓ_ce(p_t) + α_i D_KL(U || p_t) ] (eq. 2, Seo et al. 2019).
+
+    The T stochastic inferences are one batched head pass over T dropout masks
+    (:meth:`SplitNet.stochastic_logits`); α_i is detached (a per-sample weight).
+    """
+
+    samples: int = 5
+    name: str = "vwcc"
+
+    def __call__(self, model: SplitNet, x: torch.Tensor, y: torch.Tensor):
+        logits_t = model.stochastic_logits(x, self.samples)  # (T, N, K)
+        log_p = F.log_softmax(logits_t, dim=-1)
+        alpha = vwcc_alpha(log_p.detach().exp())  # (N,)
+        ce = -log_p.gather(-1, y.expand(self.samples, -1).unsqueeze(-1)).squeeze(-1)  # (T, N)
+        loss = ((1.0 - alpha) * ce + alpha * kl_uniform(log_p)).mean()
+        return loss, logits_t.mean(dim=0)
+
+
+LOSSES = ("ce", "lwcc", "vwcc")
+
+
+def build_loss(name: str, lwcc_lambda: float = 1.0, vwcc_samples: int = 5):
+    from asknlearn.errors import ConfigError
+
+    if name == "ce":
+        return CrossEntropy()
+    if name == "lwcc":
+        return LWCC(lwcc_lambda)
+    if name == "vwcc":
+        return VWCC(vwcc_samples)
+    raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
