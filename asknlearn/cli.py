@@ -79,6 +79,31 @@ def _strategies(args: argparse.Namespace) -> int:
 command("strategies", "list the registered strategies and what they are made of")(_strategies)
 
 
+# ---------------------------------------------------------------------------- init-store
+def _init_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", required=True, help="MLflow tracking URI (sqlite:///ABS/PATH.db, http://...)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (the study)")
+    p.add_argument("--out", help="file to write the experiment id to (a workflow flag file)")
+
+
+def _init_store(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asknlearn.tracking import init_store
+
+    exp_id = init_store(args.tracking_uri, args.experiment)
+    print(f"MLflow store {args.tracking_uri} ready: experiment {args.experiment!r} id {exp_id}")
+    if args.out:
+        from asknlearn.loop import atomic_write
+
+        atomic_write(Path(args.out), lambda p: Path(p).write_text(f"{exp_id}\n"))
+    return 0
+
+
+_init_store.add_args = _init_store_args  # type: ignore[attr-defined]
+command("init-store", "create the MLflow store and experiment once, before parallel jobs")(_init_store)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from asknlearn import __version__
 

@@ -151,3 +151,14 @@ def make_tracker(cfg) -> NullTracker | MlflowTracker:
     if not cfg.tracking or uri is None:
         return NullTracker()
     return MlflowTracker(uri, cfg.experiment or cfg.study)
+
+
+def init_store(uri: str, experiment: str) -> str:
+    """Create the tracking store (schema migrations for a database URI) and the experiment
+    once, before parallel jobs start: many first writers racing on a fresh SQLite store fail."""
+    _quiet_mlflow_env()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return exp.experiment_id if exp else client.create_experiment(experiment)
