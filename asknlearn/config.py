@@ -89,6 +89,9 @@ class ExperimentConfig:
             aug_flip=self.aug_flip if self.aug_flip is not None else aug["flip"],
             experiment=self.experiment or self.study,
         )
+        if out.model != "mlp" and info.shape[1:] != (32, 32):
+            raise ConfigError(f"model={out.model!r} expects 32x32 images but dataset {self.dataset!r} "
+                              f"has {info.shape[1]}x{info.shape[2]}; valid: mlp")
         if out.spec.loss == "vwcc" and out.dropout <= 0:
             raise ConfigError(f"dropout={out.dropout!r}: VWCC needs stochastic inferences; "
                               "valid: a dropout rate in (0, 1)")

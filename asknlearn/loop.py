@@ -30,7 +30,7 @@ from asknlearn.data import TensorData, load_dataset
 from asknlearn.errors import ConfigError
 from asknlearn.inference import predict
 from asknlearn.losses import build_loss
-from asknlearn.metrics import all_metrics
+from asknlearn.metrics import all_metrics, reliability_bins
 from asknlearn.models import build_model
 from asknlearn.oracle import noisy_labels
 from asknlearn.pseudolabels import ArgmaxPseudoLabels, RefinedPseudoLabels
@@ -41,6 +41,7 @@ from asknlearn.train import train_model
 STATE_FILE = "state.pt"
 ROUNDS_FILE = "rounds.csv"
 QUERIES_FILE = "queries.csv"
+RELIABILITY_FILE = "reliability.csv"
 CONFIG_FILE = "config.yaml"
 # keys that change what a cell computes; others (device, threads, tracking) may differ on resume
 _RUNTIME_KEYS = {"device", "threads", "data_root", "download", "tracking", "tracking_uri",
@@ -81,6 +82,10 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -148,9 +153,10 @@ class Cell:
             weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_))
         return model, res
 
-    def evaluate(self, model, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, float], dict]:
+        """Metrics and reliability-diagram bins of ``model`` on (x, y)."""
         probs, _ = predict(model, x, self.cfg.eval_batch_size)
-        return all_metrics(probs, y, self.cfg.ece_bins)
+        return all_metrics(probs, y, self.cfg.ece_bins), reliability_bins(probs, y, self.cfg.ece_bins)
 
     # ------------------------------------------------------------------ selection
     def select(self, model, unlabeled: torch.Tensor, round_: int) -> tuple[torch.Tensor, dict]:
@@ -200,6 +206,8 @@ class Cell:
             "wrong": state["wrong"].numpy(),
         })
         atomic_write(self.out / QUERIES_FILE, lambda p: q.to_csv(p, index=False))
+        rel = pd.concat(state["reliability"], ignore_index=True)
+        atomic_write(self.out / RELIABILITY_FILE, lambda p: rel.to_csv(p, index=False))
 
     def _load(self) -> dict[str, Any] | None:
         path = self.out / STATE_FILE
@@ -286,10 +294,12 @@ class Cell:
                 state["label_round"] = torch.cat(
                     [state["label_round"], torch.full((len(query),), r, dtype=torch.long)])
             model, fit = self.fit(state["labeled"], state["labels"], r)
-            metrics = self.evaluate(model, self.data.x_test, self.data.y_test)
+            metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
+            state.setdefault("reliability", []).append(
+                pd.DataFrame({"round": r, **{k: v.numpy() for k, v in rel.items()}}))
             if c.val_size:
                 vi = val.to(self.device)
-                vm = self.evaluate(model, self.data.x_train[vi], self.data.y_train[vi])
+                vm, _ = self.evaluate(model, self.data.x_train[vi], self.data.y_train[vi])
                 metrics.update({f"val_{k}": v for k, v in vm.items()})
             row = self._row(r, len(state["labeled"]), metrics, fit, extra, state["wrong"],
                             time.perf_counter() - t0)

@@ -15,17 +15,30 @@ def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
     return (probs.argmax(dim=1) == y).double().mean().item()
 
 
-def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
-    """ECE = Σ_b (N_b / N) |acc(B_b) − conf(B_b)| over equal-width bins."""
+def reliability_bins(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, torch.Tensor]:
+    """Per-bin count, mean confidence and accuracy over equal-width bins (a reliability diagram;
+    empty bins have NaN confidence and accuracy)."""
     conf, pred = probs.double().max(dim=1)
     correct = (pred == y).double()
     idx = (conf * bins).ceil().long().clamp(1, bins) - 1
-    n = torch.zeros(bins, dtype=torch.float64, device=probs.device)
-    gap = torch.zeros_like(n)
-    n.index_add_(0, idx, torch.ones_like(conf))
-    # Σ_{i∈b} (correct_i − conf_i) = N_b (acc_b − conf_b)
-    gap.index_add_(0, idx, correct - conf)
-    return (gap.abs().sum() / len(y)).item()
+    count = torch.zeros(bins, dtype=torch.float64, device=probs.device)
+    conf_sum, acc_sum = torch.zeros_like(count), torch.zeros_like(count)
+    count.index_add_(0, idx, torch.ones_like(conf))
+    conf_sum.index_add_(0, idx, conf)
+    acc_sum.index_add_(0, idx, correct)
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    return {
+        "bin": torch.arange(bins), "lower": edges[:-1], "upper": edges[1:],
+        "count": count.cpu(), "confidence": (conf_sum / count).cpu(),
+        "accuracy": (acc_sum / count).cpu(),
+    }
+
+
+def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
+    """ECE = Σ_b (N_b / N) |acc(B_b) − conf(B_b)| over equal-width bins."""
+    r = reliability_bins(probs, y, bins)
+    gap = (r["accuracy"] - r["confidence"]).nan_to_num(0.0).abs()
+    return float((r["count"] * gap).sum() / len(y))
 
 
 def nll(probs: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> float:
@@ -39,6 +52,7 @@ def brier(probs: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def all_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, float]:
+    """accuracy, ECE, NLL and Brier of ``probs`` (N, K) against labels ``y``."""
     return {
         "accuracy": accuracy(probs, y),
         "ece": ece(probs, y, bins),
