@@ -254,7 +254,10 @@ class Cell:
             yaml.safe_dump({**c.to_dict(), "version": __version__},
                                          sort_keys=False)))
         seed_set, pool, val = split_pool(c, len(self.data.y_train))
-        run_id = self.tracker.start(c.to_dict(), state["run_id"] if state else None)
+        # on a resume the tracker also logs finished rounds the run lacks (a job killed
+        # between saving a round and logging it, or a tracking outage)
+        run_id = self.tracker.start(c.to_dict(), state["run_id"] if state else None,
+                                    state["rows"] if state else ())
         y_cpu = self.data.y_train.cpu()
         if state is None:
             labeled = seed_set
