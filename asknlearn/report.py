@@ -20,7 +20,6 @@ from asknlearn.errors import AskNLearnError
 
 if TYPE_CHECKING:  # heavy imports stay lazy: cli.main imports this module for every command
     import pandas as pd
-    import torch
 
 CELL_KEYS = ["study", "dataset", "strategy", "seed", "noise"]
 REQUIRED_COLUMNS = [*CELL_KEYS, "round", "labels", "accuracy", "ece", "nll", "brier"]
@@ -94,32 +93,6 @@ def gather_reliability(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[CELL_KEYS + RELIABILITY_COLUMNS]
 
 
-def reliability_table(probs: torch.Tensor, y: torch.Tensor, bins: int = 15, round_: int = 0) -> pd.DataFrame:
-    """Per-bin counts, mean confidence and accuracy for a reliability diagram, with the same
-    right-closed equal-width bins as :func:`asknlearn.metrics.ece` (so Σ_b N_b/N |acc−conf| of
-    this table is exactly that ECE). Empty bins have count 0 and NaN confidence/accuracy.
-    Meant for the AL loop to write as ``reliability.csv`` after a round."""
-    import pandas as pd
-    import torch
-
-    conf, pred = probs.double().max(dim=1)
-    correct = (pred == y).double()
-    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
-    n = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(0, idx, torch.ones_like(conf))
-    s_conf = torch.zeros_like(n).index_add_(0, idx, conf)
-    s_acc = torch.zeros_like(n).index_add_(0, idx, correct)
-    with torch.no_grad():
-        nz = n.clamp_min(1.0)
-        mean_conf = torch.where(n > 0, s_conf / nz, torch.full_like(n, float("nan")))
-        mean_acc = torch.where(n > 0, s_acc / nz, torch.full_like(n, float("nan")))
-    return pd.DataFrame({
-        "round": round_, "bin": range(bins),
-        "lower": [b / bins for b in range(bins)], "upper": [(b + 1) / bins for b in range(bins)],
-        "count": n.long().cpu().numpy(), "confidence": mean_conf.cpu().numpy(),
-        "accuracy": mean_acc.cpu().numpy(),
-    })
-
-
 # ---------------------------------------------------------------------------- summary
 def _per_cell(df: pd.DataFrame, target: float) -> pd.DataFrame:
     """One row per cell: AULC, labels to reach ``target`` accuracy, final-round metrics."""
@@ -166,7 +139,7 @@ def summarize(df: pd.DataFrame, target: float,
         same = cells[(cells["dataset"] == keys[1]) & (cells["noise"] == keys[2])]
         for ref in references:
             r = same[same["strategy"] == ref].set_index("seed")
-            paired = g.set_index("seed").join(r, rsuffix="_ref", how="inner")
+            paired = g.set_index("seed").join(r.add_suffix("_ref"), how="inner")
             for v in ("aulc", "final_accuracy", "final_ece"):
                 d = paired[v] - paired[f"{v}_ref"] if len(r) and ref != keys[3] else pd.Series(dtype=float)
                 row[f"delta_{v}_vs_{ref}_mean"] = d.mean() if len(d) else math.nan
@@ -280,16 +253,15 @@ def plot_curves(df: pd.DataFrame, dataset: str, outs: Sequence[str | Path], nois
                         facet_kws={"sharey": False, "sharex": True})
     g.set_titles(row_template="noise {row_name}", col_template="{col_name}")
     g.set_axis_labels("labels", "")
-    for key, ax in g.axes_dict.items():
-        row, col = key if by_noise else (None, key)
-        ax.set_ylabel(col)
-        if by_noise:
+    if by_noise:
+        for (row, col), ax in g.axes_dict.items():
             ax.set_title(f"{col} · oracle noise {row}")
     n_seeds = sel.groupby(["strategy", "noise"])["seed"].nunique()
     seeds = f"{n_seeds.min()}" if n_seeds.min() == n_seeds.max() else f"{n_seeds.min()}–{n_seeds.max()}"
     what = "noisy oracle" if by_noise else f"oracle noise {sel['noise'].iloc[0]:.0%}"
     g.figure.suptitle(f"{dataset} ({what}): mean ± sd over {seeds} seeds", y=1.03)
-    sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.9), frameon=False)
+    sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(order), 6),
+                    frameon=False, title=None)
     _save(g.figure, outs)
     plt.close(g.figure)
 
@@ -340,7 +312,7 @@ def plot_reliability(rel: pd.DataFrame, dataset: str, noise: float, outs: Sequen
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{strat}\nECE {ece:.3f}, {s['seed'].nunique()} seeds", fontsize=9)
+        ax.set_title(f"{strat}\npooled ECE {ece:.3f}, {s['seed'].nunique()} seeds", fontsize=9)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
     for ax in axes.flat[len(order):]:
@@ -437,8 +409,8 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", required=True, help="the study's tidy rounds.csv")
     p.add_argument("--target-accuracy", type=float, required=True,
                    help="accuracy whose first crossing gives 'labels to target'")
-    p.add_argument("--reference", action="append", default=None,
-                   help="strategy to pair every other against (repeatable; default: badge, random)")
+    p.add_argument("--references", default="badge,random",
+                   help="comma-separated strategies to pair every other one against ('' for none)")
     p.add_argument("--out", required=True, help="summary CSV")
     p.add_argument("--markdown", help="summary as Markdown tables")
 
@@ -446,7 +418,7 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
 def _summarize(args: argparse.Namespace) -> int:
     from asknlearn.loop import atomic_write
 
-    refs = args.reference or ["badge", "random"]
+    refs = [r for r in args.references.split(",") if r]
     s = summarize(read_rounds(args.rounds), args.target_accuracy, refs)
     md = summary_markdown(s, args.target_accuracy, refs) if args.markdown else None
     _write_csv(s, args.out)

@@ -1,0 +1,24 @@
+# asknlearn: every figure of the Ask-n-Learn paper from one command.
+#   snakemake --cores 2                                     # the offline quickstart (config/config.yaml)
+#   snakemake --cores 8 --configfile config/paper/fig2_mnist.yaml
+# Rules live in workflow/rules/, their logic in the asknlearn package; see docs/workflow.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/al.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

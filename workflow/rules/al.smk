@@ -1,0 +1,56 @@
+# The active-learning cells: one job per dataset × strategy × seed × noise, after the MLflow
+# store exists. Changing a param reruns the cell: a changed experiment key then stops with the
+# package's "different configuration" error (use a new study name), a changed runtime flag
+# (device, data root, store) resumes the finished cell as a no-op.
+
+
+localrules:
+    init_store,
+
+
+rule init_store:
+    output:
+        STORE_FLAG,
+    log:
+        f"{OUT}/logs/init_store.log",
+    params:
+        asknlearn=ASKNLEARN,
+        uri=TRACKING_URI,
+        study=STUDY,
+    conda:
+        "../envs/asknlearn.yaml"
+    shell:
+        "{params.asknlearn} init-store --tracking-uri {params.uri:q} --experiment {params.study:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule al_cell:
+    input:
+        store_flag,
+    output:
+        rounds=f"{CELL}/rounds.csv",
+    log:
+        f"{OUT}/logs/al/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/al/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}.tsv"
+    threads: AL["threads"]
+    resources:
+        **al_resources(),
+    params:
+        cell=lambda wc, output: Path(output.rounds).parent,
+        dataset="{dataset}",
+        strategy="{strategy}",
+        seed="{seed}",
+        noise="{noise}",
+        study=STUDY,
+        experiment=cell_flags,
+        runtime=RUNTIME_FLAGS,
+        launcher=GPU_SLOT,
+    conda:
+        "../envs/asknlearn.yaml"
+    shell:
+        "{params.launcher} --gpus-per-job {resources.gpu} -- "
+        "python -m asknlearn run --study {params.study:q} --dataset {params.dataset} "
+        "--strategy {params.strategy} --seed {params.seed} --noise {params.noise} "
+        "{params.experiment} {params.runtime} --threads {threads} --out {params.cell:q} "
+        "> {log:q} 2>&1"

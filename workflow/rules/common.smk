@@ -1,0 +1,139 @@
+"""Config validation, the cell grid, wildcard constraints and input functions."""
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# the package is imported from this repository (conda envs cannot pip-install a relative path)
+PKG_ROOT = str(Path(workflow.basedir).resolve())
+sys.path.insert(0, PKG_ROOT)
+
+validate(config, "../schemas/config.schema.yaml")
+
+STUDY = config["study"]
+OUT = f"results/{STUDY}"
+DATASETS = config["datasets"]
+STRATEGIES = config["strategies"]
+SEEDS = config["seeds"]
+NOISES = [f"{r:g}" for r in config["noise"]]  # path form: 0, 0.1, 0.2
+AL = config["resources"]["al"]
+REPORT_RES = config["resources"]["report"]
+# keys the workflow sets per cell or per machine; the experiment mapping may not set them
+_WORKFLOW_KEYS = {"dataset", "strategy", "seed", "noise", "study", "device", "threads",
+                  "data_root", "tracking", "tracking_uri", "experiment", "strategies"}
+
+
+def tracking_uri() -> str | None:
+    """The configured MLflow URI, or an absolute SQLite URI under results/<study>/."""
+    if not config["tracking"]:
+        return None
+    return config["tracking_uri"] or f"sqlite:///{Path(OUT, 'mlflow.db').resolve()}"
+
+
+def experiment_values(dataset: str) -> dict:
+    """ExperimentConfig keys shared by every cell of ``dataset`` (experiment + overrides)."""
+    return {**config["experiment"], **config["overrides"].get(dataset, {})}
+
+
+def _check_experiment() -> None:
+    """Build and resolve every cell's config with the package before any job runs, so a
+    misspelled key or a bad value stops the workflow with the package's own message."""
+    from asknlearn.config import from_mapping
+    from asknlearn.errors import AskNLearnError
+
+    for where, mapping in [("experiment", config["experiment"]),
+                           *((f"overrides.{d}", m) for d, m in config["overrides"].items())]:
+        bad = sorted(set(mapping) & _WORKFLOW_KEYS)
+        if bad:
+            raise WorkflowError(f"config {where}: {', '.join(bad)} are set by the workflow; use the "
+                                "top-level datasets/strategies/seeds/noise/study/device/data_root/"
+                                "tracking_uri keys instead")
+    for ds in DATASETS:
+        for strat in STRATEGIES:
+            cell = {**experiment_values(ds), "dataset": ds, "strategy": strat, "seed": SEEDS[0],
+                    "noise": max(config["noise"]), "study": STUDY}
+            try:
+                from_mapping(cell).resolve()
+            except AskNLearnError as exc:
+                raise WorkflowError(f"config for dataset {ds!r}, strategy {strat!r}: {exc}") from None
+
+
+_check_experiment()
+
+
+def cell_flags(wildcards) -> str:
+    """``asknlearn run`` flags of the experiment keys for this cell's dataset."""
+    flags = []
+    for key, value in sorted(experiment_values(wildcards.dataset).items()):
+        flags += [f"--{key.replace('_', '-')}", "null" if value is None else str(value)]
+    return shlex.join(flags)
+
+
+def _runtime_flags() -> str:
+    """Flags that do not change what a cell computes: device, data root, tracking store."""
+    flags = ["--device", config["device"]]
+    if config["data_root"]:
+        flags += ["--data-root", config["data_root"]]
+    uri = tracking_uri()
+    flags += ["--tracking-uri", uri] if uri else ["--tracking", "false"]
+    return shlex.join(flags)
+
+
+def al_resources() -> dict:
+    """Resources of an AL job; the SLURM keys only when set, so a profile's defaults apply."""
+    res = {"mem_mb": AL["mem_mb"], "runtime": AL["runtime"], "gpu": AL["gpu"],
+           "cpus_per_task": AL["threads"]}
+    for key in ("gpu_model", "slurm_partition", "slurm_account"):
+        if AL[key]:
+            res[key] = AL[key]
+    return res
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    strategy="|".join(map(re.escape, STRATEGIES)),
+    seed=r"\d+",
+    noise="|".join(map(re.escape, NOISES)),
+
+
+# shell snippets the rules take as params
+_PYPATH = f"PYTHONPATH={shlex.quote(PKG_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}"
+ASKNLEARN = f"{_PYPATH} python -m asknlearn"
+# the launcher execs the AL command on its own free GPU(s); PYTHONPATH passes through the exec
+GPU_SLOT = f"{_PYPATH} python {shlex.quote(str(Path(PKG_ROOT, 'workflow', 'scripts', 'gpu_slot.py')))}"
+TRACKING_URI = tracking_uri() or ""
+RUNTIME_FLAGS = _runtime_flags()
+
+# ------------------------------------------------------------------ paths and input functions
+CELL = f"{OUT}/runs/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}"
+STORE_FLAG = f"{OUT}/.mlflow-store-ready"
+
+
+def store_flag(wildcards) -> list[str]:
+    """The init_store flag, when MLflow tracking is on."""
+    return [STORE_FLAG] if tracking_uri() else []
+
+
+def all_cells(wildcards=None) -> list[str]:
+    """Every cell's rounds.csv: dataset × strategy × seed × noise."""
+    return expand(f"{CELL}/rounds.csv", dataset=DATASETS, strategy=STRATEGIES, seed=SEEDS, noise=NOISES)
+
+
+def noisy_datasets() -> list[str]:
+    """Datasets of the noisy-oracle figure: all of them when some noise level is > 0."""
+    return DATASETS if any(r > 0 for r in config["noise"]) else []
+
+
+def final_outputs() -> list[str]:
+    """The targets of the default rule: the tidy table, every figure and the summary."""
+    figs = expand(f"{OUT}/figures/{{dataset}}_noise{{noise}}.{{ext}}", dataset=DATASETS, noise=NOISES,
+                  ext=["png", "pdf"])
+    figs += expand(f"{OUT}/figures/{{dataset}}_noisy_oracle.{{ext}}", dataset=noisy_datasets(),
+                   ext=["png", "pdf"])
+    figs += expand(f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.{{ext}}", dataset=DATASETS,
+                   noise=NOISES, ext=["png", "pdf"])
+    return [f"{OUT}/rounds.csv", f"{OUT}/summary.csv", f"{OUT}/summary.md", *figs]
