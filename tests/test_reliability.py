@@ -1,0 +1,485 @@
+"""Reliability of the tracking path: retries, parallel jobs on one store, a real MLflow server
+read over its REST API, outages (down from the start, or mid-run) and the backfill after them.
+
+The tables on disk are the source of truth; these tests check MLflow ends up holding exactly
+them: one run per cell, one point per (metric, round), never a duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from asknlearn import tracking
+from asknlearn.cli import main as cli_main
+from asknlearn.loop import run_cell
+
+TINY = ["--dataset", "digits", "--seed-size", "20", "--query-size", "20", "--threads", "1",
+        "--max-epochs", "60", "--quiet"]
+
+
+# ---------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def forked(jobs: list[Callable[[], int]], workdir: Path, timeout: float = 600) -> list[tuple[int, str]]:
+    """Run every job (e.g. ``asknlearn.cli.main([...])``) in its own forked process, all at
+    once; returns (exit status, stderr) of each.
+
+    Forked children are real parallel processes with their own MLflow clients and database
+    connections (what concurrency needs), without paying each a fresh interpreter's imports of
+    torch, scikit-learn and MLflow (seconds of CPU each on a 2-core CI). The parent must not
+    have opened the store under test before forking, so children share no connection.
+    """
+    # what every job imports lazily, imported once here so children inherit it
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import torch._dynamo  # noqa: F401  (torch.optim imports it on first use)
+
+    pids = []
+    for i, job in enumerate(jobs):
+        err_path = workdir / f"child{i}.stderr"
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 70
+            try:
+                for fd, name in ((1, f"child{i}.stdout"), (2, f"child{i}.stderr")):
+                    f = os.open(workdir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                    os.dup2(f, fd)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                code = job()
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append((pid, err_path))
+    deadline = time.monotonic() + timeout
+    results = []
+    for pid, err_path in pids:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status = 1 << 8
+                break
+            time.sleep(0.1)
+        results.append((os.waitstatus_to_exitcode(status), err_path.read_text()))
+    return results
+
+
+def rest(base: str, path: str, body: dict | None = None, **query: str) -> dict:
+    """One call of MLflow's REST API (GET, or POST with a JSON body)."""
+    url = f"{base}/api/2.0/mlflow/{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def rest_runs(base: str, experiment: str) -> list[dict]:
+    """Every run of ``experiment`` as the server reports it (runs/search)."""
+    exp = rest(base, "experiments/get-by-name", experiment_name=experiment)["experiment"]
+    return rest(base, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                      "max_results": 1000}).get("runs", [])
+
+
+def rest_history(base: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    hist = rest(base, "metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
+    return sorted((int(m.get("step", 0)), float(m["value"])) for m in hist)
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def store_snapshot(base: str, experiment: str) -> dict[str, object]:
+    """Runs by cell with their status and every metric's full history: equal snapshots mean
+    the store did not change."""
+    snap: dict[str, object] = {}
+    for run in rest_runs(base, experiment):
+        rid = run["info"]["run_id"]
+        keys = sorted({m["key"] for m in run["data"].get("metrics", [])})
+        snap[tags(run)[tracking.CELL_TAG] + "#" + rid] = (
+            run["info"]["status"], {k: rest_history(base, rid, k) for k in keys})
+    return snap
+
+
+def assert_run_matches_table(base: str, run: dict, out: Path) -> None:
+    """The run holds every round of the cell's rounds.csv, once, at step = labels."""
+    table = pd.read_csv(out / "rounds.csv")
+    rid = run["info"]["run_id"]
+    for key in ("accuracy", "nll", "round"):
+        assert rest_history(base, rid, key) == list(zip(table["labels"], table[key].astype(float),
+                                                         strict=True)), key
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, workdir: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on a free localhost port; yields its URL, stops it after."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "mlflow-server.log"
+    # the job runner is a feature of the UI this test does not use; it only costs CPU
+    env = cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+             "--default-artifact-root", str(workdir / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server not up after 180 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group of ``proc`` (it was started in its own session), then KILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+        except ProcessLookupError:
+            pass
+
+
+class CuttableProxy:
+    """A localhost TCP forwarder to a real server; ``cut()`` takes it down like a crashed
+    server (listener closed, open connections reset) while the server itself stays up, so a
+    test can later backfill into the very store the outage interrupted."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for s in self.conns:
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+
+# ---------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True)
+def _fast_failing_mlflow(monkeypatch):
+    # what MlflowTracker sets on its own, set here so it is undone after each test
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """A real MLflow server backed by a SQLite file (the default store of the workflow)."""
+    work = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(f"sqlite:///{work}/mlflow.db", work) as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------- retry policy
+class _Locked(Exception):
+    """Stands in for sqlite3.OperationalError as MLflow wraps it."""
+
+
+@pytest.mark.parametrize("make_exc, transient", [
+    (lambda: sqlite3.OperationalError("database is locked"), True),
+    (lambda: _Locked("(sqlite3.OperationalError) database is locked"), True),
+    (lambda: RuntimeError("API request failed with error code 503 != 200"), True),
+    (lambda: RuntimeError("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded "
+                          "(Caused by NewConnectionError: [Errno 111] Connection refused)"), False),
+    (lambda: RuntimeError("Read timed out. (read timeout=10)"), False),
+    (lambda: ValueError("Changing param values is not allowed"), False),
+])
+def test_retry_retries_transient_errors_only(make_exc, transient):
+    calls, sleeps = [], []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise make_exc()
+        return "ok"
+
+    if transient:
+        assert tracking.retry(fn, sleep=sleeps.append) == "ok"
+        assert len(calls) == 3 and len(sleeps) == 2 and 0 < sleeps[0] < sleeps[1]
+    else:  # a server that is down fails at once: no waiting, one call
+        with pytest.raises(Exception, match=".") as err:
+            tracking.retry(fn, sleep=sleeps.append)
+        assert type(err.value).__name__ == type(make_exc()).__name__
+        assert len(calls) == 1 and sleeps == []
+
+
+def test_retry_is_bounded():
+    sleeps: list[float] = []
+
+    def always_locked():
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError):
+        tracking.retry(always_locked, attempts=8, sleep=sleeps.append)
+    assert len(sleeps) == 7 and max(sleeps) <= 3.0 * 1.5
+
+
+# ---------------------------------------------------------------------------- concurrency
+@pytest.mark.slow
+def test_eight_parallel_jobs_on_one_fresh_sqlite_store(tmp_path):
+    """8 AL processes at once on a fresh default store (initialized once, as the workflow does):
+    every cell is one FINISHED run with every round; no lock or migration error is printed."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # in a child too: the parent must hold no connection to the store it forks jobs onto
+    ((code, err),) = forked([lambda: cli_main(["init-store", "--tracking-uri", uri,
+                                               "--experiment", "par"])], tmp_path)
+    assert code == 0, err
+    cells = [(s, seed) for s in ("random", "entropy") for seed in range(4)]
+    jobs = [lambda s=s, seed=seed: cli_main(
+        ["run", *TINY, "--budget", "40", "--study", "par", "--strategy", s, "--seed", str(seed),
+         "--out", str(tmp_path / f"{s}-{seed}"), "--tracking-uri", uri]) for s, seed in cells]
+    for code, stderr in forked(jobs, tmp_path):
+        assert code == 0, stderr
+        for bad in ("locked", "migration", "alembic", "traceback", "warning", "error"):
+            assert bad not in stderr.lower(), stderr
+    client = tracking.client_for(uri)
+    exp_id = tracking.experiment_id(client, "par", create=False)
+    runs = client.search_runs([exp_id], max_results=100)
+    assert sorted(r.data.tags[tracking.CELL_TAG] for r in runs) == sorted(
+        f"par/digits/{s}/seed{k}/noise0" for s, k in cells)  # one run per cell, no duplicate
+    for run in runs:
+        strategy, seed = run.data.tags["strategy"], run.data.tags["seed"]
+        table = pd.read_csv(tmp_path / f"{strategy}-{seed}" / "rounds.csv")
+        assert len(table) == 3
+        assert run.info.status == "FINISHED"
+        for key in ("accuracy", "round"):
+            hist = client.get_metric_history(run.info.run_id, key)
+            assert sorted((m.step, m.value) for m in hist) == list(
+                zip(table["labels"], table[key].astype(float), strict=True))
+
+
+def test_store_creation_is_serialized_without_init_store(tmp_path):
+    """Even with no init-store, parallel first writers of a SQLite store all succeed (the
+    flock in tracking.client_for); without it 15 of 16 such writers failed here."""
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+
+    def job(seed: int) -> int:
+        t = tracking.MlflowTracker(uri, "fresh")
+        t.start(dict(study="fresh", dataset="digits", strategy="random", seed=seed, noise=0.0))
+        t.log_round(dict(labels=20, round=0, accuracy=0.5, timestamp_ms=1))
+        t.finish()
+        return 1 if t.failed else 0
+
+    results = forked([lambda i=i: job(i) for i in range(8)], tmp_path)
+    assert [code for code, _ in results] == [0] * 8, results
+    client = tracking.client_for(uri)
+    runs = client.search_runs([tracking.experiment_id(client, "fresh", create=False)])
+    assert sorted(int(r.data.tags["seed"]) for r in runs) == list(range(8))
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+# ---------------------------------------------------------------------------- a real server
+@pytest.mark.slow
+def test_cell_against_real_server_read_back_over_rest(server, tmp_path, capfd):
+    out = tmp_path / "cell"
+    assert cli_main(["run", *TINY, "--budget", "40", "--study", "srv", "--strategy", "badge",
+                     "--seed", "1", "--noise", "0.1", "--out", str(out), "--tracking-uri", server]) == 0
+    assert "warning" not in capfd.readouterr().err
+    runs = rest_runs(server, "srv")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["info"]["status"] == "FINISHED"
+    assert tags(run)[tracking.CELL_TAG] == "srv/digits/badge/seed1/noise0.1"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["strategy"] == "badge" and params["query_size"] == "20" and params["model"] == "mlp"
+    assert_run_matches_table(server, run, out)
+
+
+# ---------------------------------------------------------------------------- outages
+def _cfg(tiny_cfg, **kw):
+    return dataclasses.replace(tiny_cfg, tracking=True, **kw)
+
+
+@pytest.mark.slow
+def test_outage_mid_run_then_backfill_is_idempotent(server, tiny_cfg, digits, tmp_path, capfd):
+    """The server goes down after round 0 was logged: the cell still finishes and writes its
+    table, warns once; backfill completes the partial run, and a second backfill changes nothing."""
+    proxy = CuttableProxy(int(server.rsplit(":", 1)[1]))
+    cfg = _cfg(tiny_cfg, study="mid", strategy="entropy", tracking_uri=proxy.url)
+
+    def log(line: str) -> None:
+        if "round   0/" in line:
+            proxy.cut()
+
+    table = run_cell(cfg, tmp_path / "cell", data=digits, log=log)
+    assert len(table) == cfg.rounds + 1 == len(pd.read_csv(tmp_path / "cell" / "rounds.csv"))
+    err = capfd.readouterr().err
+    assert err.count("asknlearn: warning: MLflow tracking") == 1, err
+    (run,) = rest_runs(server, "mid")
+    assert run["info"]["status"] == "RUNNING"
+    assert rest_history(server, run["info"]["run_id"], "accuracy") == [
+        (20, pytest.approx(table["accuracy"][0]))]  # only round 0 got through
+
+    assert cli_main(["backfill", str(tmp_path), "--tracking-uri", server]) == 0
+    out = capfd.readouterr().out
+    assert "0 runs created" in out and "1 runs marked FINISHED" in out
+    (run,) = rest_runs(server, "mid")
+    assert run["info"]["status"] == "FINISHED"
+    assert_run_matches_table(server, run, tmp_path / "cell")
+    before = store_snapshot(server, "mid")
+    assert cli_main(["backfill", str(tmp_path / "cell"), "--tracking-uri", server]) == 0
+    assert "0 runs created, 0 metric points logged, 0 runs marked FINISHED" in capfd.readouterr().out
+    assert store_snapshot(server, "mid") == before
+
+
+@pytest.mark.slow
+def test_server_down_from_start_then_backfill_creates_runs(server, tiny_cfg, digits, tmp_path,
+                                                           capfd, monkeypatch):
+    """A tracking URI nobody listens on: no retry waits (a down server is not transient), the
+    cells finish, and backfill creates exactly one run per cell next to an existing one."""
+    sleeps: list[float] = []
+    down = f"http://127.0.0.1:{free_port()}"
+    with monkeypatch.context() as m:
+        m.setattr(tracking.time, "sleep", sleeps.append)
+        for strategy in ("random", "confidence"):
+            run_cell(_cfg(tiny_cfg, study="down", strategy=strategy, budget=40, tracking_uri=down),
+                     tmp_path / strategy, data=digits, log=lambda s: None)
+    assert sleeps == []
+    err = capfd.readouterr().err
+    assert err.count("asknlearn: warning: MLflow tracking") == 2, err  # once per cell
+    # a third cell that did reach the server: backfill must leave its run alone
+    run_cell(_cfg(tiny_cfg, study="down", strategy="entropy", budget=40, tracking_uri=server),
+             tmp_path / "entropy", data=digits, log=lambda s: None)
+    before = {tags(r)[tracking.CELL_TAG]: r["info"]["run_id"] for r in rest_runs(server, "down")}
+    assert list(before) == ["down/digits/entropy/seed0/noise0"]
+
+    assert cli_main(["backfill", str(tmp_path), "--tracking-uri", server]) == 0
+    assert "3 cells" in capfd.readouterr().out
+    runs = rest_runs(server, "down")
+    by_cell = {tags(r)[tracking.CELL_TAG]: r for r in runs}
+    assert len(runs) == len(by_cell) == 3
+    assert by_cell["down/digits/entropy/seed0/noise0"]["info"]["run_id"] == before[
+        "down/digits/entropy/seed0/noise0"]
+    for strategy in ("random", "confidence", "entropy"):
+        run = by_cell[f"down/digits/{strategy}/seed0/noise0"]
+        assert run["info"]["status"] == "FINISHED"
+        assert_run_matches_table(server, run, tmp_path / strategy)
+    snap = store_snapshot(server, "down")
+    assert cli_main(["backfill", str(tmp_path), "--tracking-uri", server]) == 0
+    assert store_snapshot(server, "down") == snap
+
+
+def test_resume_logs_rounds_the_killed_job_saved_but_never_logged(tiny_cfg, digits, tmp_path):
+    """A job killed between saving round 1 and logging it: the resumed job logs round 1 too."""
+
+    class Killed(Exception):
+        pass
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = _cfg(tiny_cfg, study="kill", budget=60, tracking_uri=uri)
+
+    class DiesBeforeLoggingRound1(tracking.MlflowTracker):
+        def log_round(self, row):
+            if row["round"] == 1:
+                raise Killed
+            super().log_round(row)
+
+    with pytest.raises(Killed):
+        run_cell(cfg, tmp_path / "cell", data=digits, log=lambda s: None,
+                 tracker=DiesBeforeLoggingRound1(uri, "kill"))
+    assert len(pd.read_csv(tmp_path / "cell" / "rounds.csv")) == 2  # round 1 was saved
+    lines: list[str] = []
+    run_cell(cfg, tmp_path / "cell", data=digits, log=lines.append)
+    assert "resuming after round 1" in lines[0]
+    client = tracking.client_for(uri)
+    (run,) = client.search_runs([tracking.experiment_id(client, "kill", create=False)])
+    table = pd.read_csv(tmp_path / "cell" / "rounds.csv")
+    for key in ("accuracy", "round"):
+        hist = client.get_metric_history(run.info.run_id, key)
+        assert sorted((m.step, m.value) for m in hist) == list(zip(table["labels"], table[key],
+                                                                   strict=True))
+    assert run.info.status == "FINISHED"
