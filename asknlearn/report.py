@@ -203,10 +203,18 @@ def strategy_order(names: Iterable[str]) -> list[str]:
     return [s for s in PAPER_STRATEGIES if s in present] + sorted(present - set(PAPER_STRATEGIES))
 
 
-def _palette(order: Sequence[str]) -> dict[str, tuple]:
+# fixed colours: the baselines in muted hues, BADGE blue, the two Ask-n-Learn variants in the
+# strongest ones, so a strategy has the same colour in every figure and study
+_COLOURS = {"random": "#7f7f7f", "confidence": "#e69f00", "entropy": "#009e73", "badge": "#0072b2",
+            "ask-n-learn-lwcc": "#9b4dca", "ask-n-learn-vwcc": "#d55e00"}
+
+
+def _palette(order: Sequence[str]) -> dict[str, tuple | str]:
+    """Colour per strategy: the paper's fixed ones, then the remaining colorblind-safe hues."""
     import seaborn as sns
 
-    return dict(zip(order, sns.color_palette("colorblind", max(len(order), 1)), strict=False))
+    spare = iter(c for c in sns.color_palette("tab10") + sns.color_palette("Dark2"))
+    return {s: _COLOURS.get(s) or next(spare) for s in order}
 
 
 def _save(fig, outs: Sequence[str | Path]) -> None:

@@ -13,12 +13,12 @@ rule init_store:
         STORE_FLAG,
     log:
         f"{OUT}/logs/init_store.log",
+    conda:
+        "../envs/asknlearn.yaml"
     params:
         asknlearn=ASKNLEARN,
         uri=TRACKING_URI,
         study=STUDY,
-    conda:
-        "../envs/asknlearn.yaml"
     shell:
         "{params.asknlearn} init-store --tracking-uri {params.uri:q} --experiment {params.study:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -33,6 +33,8 @@ rule al_cell:
         f"{OUT}/logs/al/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}.log",
     benchmark:
         f"{OUT}/benchmarks/al/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}.tsv"
+    conda:
+        "../envs/asknlearn.yaml"
     threads: AL["threads"]
     resources:
         **al_resources(),
@@ -46,8 +48,6 @@ rule al_cell:
         experiment=cell_flags,
         runtime=RUNTIME_FLAGS,
         launcher=GPU_SLOT,
-    conda:
-        "../envs/asknlearn.yaml"
     shell:
         "{params.launcher} --gpus-per-job {resources.gpu} -- "
         "python -m asknlearn run --study {params.study:q} --dataset {params.dataset} "

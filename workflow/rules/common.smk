@@ -23,8 +23,20 @@ NOISES = [f"{r:g}" for r in config["noise"]]  # path form: 0, 0.1, 0.2
 AL = config["resources"]["al"]
 REPORT_RES = config["resources"]["report"]
 # keys the workflow sets per cell or per machine; the experiment mapping may not set them
-_WORKFLOW_KEYS = {"dataset", "strategy", "seed", "noise", "study", "device", "threads",
-                  "data_root", "tracking", "tracking_uri", "experiment", "strategies"}
+_WORKFLOW_KEYS = {
+    "dataset",
+    "strategy",
+    "seed",
+    "noise",
+    "study",
+    "device",
+    "threads",
+    "data_root",
+    "tracking",
+    "tracking_uri",
+    "experiment",
+    "strategies",
+}
 
 
 def tracking_uri() -> str | None:
@@ -45,21 +57,33 @@ def _check_experiment() -> None:
     from asknlearn.config import from_mapping
     from asknlearn.errors import AskNLearnError
 
-    for where, mapping in [("experiment", config["experiment"]),
-                           *((f"overrides.{d}", m) for d, m in config["overrides"].items())]:
+    for where, mapping in [
+        ("experiment", config["experiment"]),
+        *((f"overrides.{d}", m) for d, m in config["overrides"].items()),
+    ]:
         bad = sorted(set(mapping) & _WORKFLOW_KEYS)
         if bad:
-            raise WorkflowError(f"config {where}: {', '.join(bad)} are set by the workflow; use the "
-                                "top-level datasets/strategies/seeds/noise/study/device/data_root/"
-                                "tracking_uri keys instead")
+            raise WorkflowError(
+                f"config {where}: {', '.join(bad)} are set by the workflow; use the "
+                "top-level datasets/strategies/seeds/noise/study/device/data_root/"
+                "tracking_uri keys instead"
+            )
     for ds in DATASETS:
         for strat in STRATEGIES:
-            cell = {**experiment_values(ds), "dataset": ds, "strategy": strat, "seed": SEEDS[0],
-                    "noise": max(config["noise"]), "study": STUDY}
+            cell = {
+                **experiment_values(ds),
+                "dataset": ds,
+                "strategy": strat,
+                "seed": SEEDS[0],
+                "noise": max(config["noise"]),
+                "study": STUDY,
+            }
             try:
                 from_mapping(cell).resolve()
             except AskNLearnError as exc:
-                raise WorkflowError(f"config for dataset {ds!r}, strategy {strat!r}: {exc}") from None
+                raise WorkflowError(
+                    f"config for dataset {ds!r}, strategy {strat!r}: {exc}"
+                ) from None
 
 
 _check_experiment()
@@ -85,8 +109,12 @@ def _runtime_flags() -> str:
 
 def al_resources() -> dict:
     """Resources of an AL job; the SLURM keys only when set, so a profile's defaults apply."""
-    res = {"mem_mb": AL["mem_mb"], "runtime": AL["runtime"], "gpu": AL["gpu"],
-           "cpus_per_task": AL["threads"]}
+    res = {
+        "mem_mb": AL["mem_mb"],
+        "runtime": AL["runtime"],
+        "gpu": AL["gpu"],
+        "cpus_per_task": AL["threads"],
+    }
     for key in ("gpu_model", "slurm_partition", "slurm_account"):
         if AL[key]:
             res[key] = AL[key]
@@ -120,7 +148,13 @@ def store_flag(wildcards) -> list[str]:
 
 def all_cells(wildcards=None) -> list[str]:
     """Every cell's rounds.csv: dataset × strategy × seed × noise."""
-    return expand(f"{CELL}/rounds.csv", dataset=DATASETS, strategy=STRATEGIES, seed=SEEDS, noise=NOISES)
+    return expand(
+        f"{CELL}/rounds.csv",
+        dataset=DATASETS,
+        strategy=STRATEGIES,
+        seed=SEEDS,
+        noise=NOISES,
+    )
 
 
 def noisy_datasets() -> list[str]:
@@ -130,10 +164,21 @@ def noisy_datasets() -> list[str]:
 
 def final_outputs() -> list[str]:
     """The targets of the default rule: the tidy table, every figure and the summary."""
-    figs = expand(f"{OUT}/figures/{{dataset}}_noise{{noise}}.{{ext}}", dataset=DATASETS, noise=NOISES,
-                  ext=["png", "pdf"])
-    figs += expand(f"{OUT}/figures/{{dataset}}_noisy_oracle.{{ext}}", dataset=noisy_datasets(),
-                   ext=["png", "pdf"])
-    figs += expand(f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.{{ext}}", dataset=DATASETS,
-                   noise=NOISES, ext=["png", "pdf"])
+    figs = expand(
+        f"{OUT}/figures/{{dataset}}_noise{{noise}}.{{ext}}",
+        dataset=DATASETS,
+        noise=NOISES,
+        ext=["png", "pdf"],
+    )
+    figs += expand(
+        f"{OUT}/figures/{{dataset}}_noisy_oracle.{{ext}}",
+        dataset=noisy_datasets(),
+        ext=["png", "pdf"],
+    )
+    figs += expand(
+        f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.{{ext}}",
+        dataset=DATASETS,
+        noise=NOISES,
+        ext=["png", "pdf"],
+    )
     return [f"{OUT}/rounds.csv", f"{OUT}/summary.csv", f"{OUT}/summary.md", *figs]

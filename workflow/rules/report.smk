@@ -14,18 +14,22 @@ rule aggregate:
     input:
         all_cells,
     output:
-        rounds=report(f"{OUT}/rounds.csv", caption="../report/rounds.rst", category="Tables",
-                      labels={"table": "rounds (tidy, one row per cell and round)"}),
+        rounds=report(
+            f"{OUT}/rounds.csv",
+            caption="../report/rounds.rst",
+            category="Tables",
+            labels={"table": "rounds (tidy, one row per cell and round)"},
+        ),
         reliability=f"{OUT}/reliability.csv",
     log:
         f"{OUT}/logs/aggregate.log",
-    params:
-        asknlearn=ASKNLEARN,
+    conda:
+        "../envs/asknlearn.yaml"
     resources:
         mem_mb=REPORT_RES["mem_mb"],
         runtime=REPORT_RES["runtime"],
-    conda:
-        "../envs/asknlearn.yaml"
+    params:
+        asknlearn=ASKNLEARN,
     shell:
         "{params.asknlearn} aggregate {input:q} --out {output.rounds:q} "
         "--reliability-out {output.reliability:q} > {log:q} 2>&1"
@@ -35,21 +39,29 @@ rule plot_curves:
     input:
         rounds=f"{OUT}/rounds.csv",
     output:
-        png=report(f"{OUT}/figures/{{dataset}}_noise{{noise}}.png", caption="../report/curves.rst",
-                   category="Learning curves", subcategory="{dataset}",
-                   labels={"dataset": "{dataset}", "oracle noise": "{noise}", "figure": "curves"}),
+        png=report(
+            f"{OUT}/figures/{{dataset}}_noise{{noise}}.png",
+            caption="../report/curves.rst",
+            category="Learning curves",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "oracle noise": "{noise}",
+                "figure": "curves",
+            },
+        ),
         pdf=f"{OUT}/figures/{{dataset}}_noise{{noise}}.pdf",
     log:
         f"{OUT}/logs/plot_curves/{{dataset}}_noise{{noise}}.log",
+    conda:
+        "../envs/asknlearn.yaml"
+    resources:
+        mem_mb=REPORT_RES["mem_mb"],
+        runtime=REPORT_RES["runtime"],
     params:
         asknlearn=ASKNLEARN,
         dataset="{dataset}",
         noise="{noise}",
-    resources:
-        mem_mb=REPORT_RES["mem_mb"],
-        runtime=REPORT_RES["runtime"],
-    conda:
-        "../envs/asknlearn.yaml"
     shell:
         "{params.asknlearn} plot curves --rounds {input.rounds:q} --dataset {params.dataset} "
         "--noise {params.noise} --out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
@@ -59,20 +71,24 @@ rule plot_noisy_oracle:
     input:
         rounds=f"{OUT}/rounds.csv",
     output:
-        png=report(f"{OUT}/figures/{{dataset}}_noisy_oracle.png", caption="../report/noise.rst",
-                   category="Noisy oracle", subcategory="{dataset}",
-                   labels={"dataset": "{dataset}", "figure": "noisy oracle"}),
+        png=report(
+            f"{OUT}/figures/{{dataset}}_noisy_oracle.png",
+            caption="../report/noise.rst",
+            category="Noisy oracle",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "noisy oracle"},
+        ),
         pdf=f"{OUT}/figures/{{dataset}}_noisy_oracle.pdf",
     log:
         f"{OUT}/logs/plot_noisy_oracle/{{dataset}}.log",
-    params:
-        asknlearn=ASKNLEARN,
-        dataset="{dataset}",
+    conda:
+        "../envs/asknlearn.yaml"
     resources:
         mem_mb=REPORT_RES["mem_mb"],
         runtime=REPORT_RES["runtime"],
-    conda:
-        "../envs/asknlearn.yaml"
+    params:
+        asknlearn=ASKNLEARN,
+        dataset="{dataset}",
     shell:
         "{params.asknlearn} plot noise --rounds {input.rounds:q} --dataset {params.dataset} "
         "--out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
@@ -82,22 +98,29 @@ rule plot_reliability:
     input:
         reliability=f"{OUT}/reliability.csv",
     output:
-        png=report(f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.png",
-                   caption="../report/reliability.rst", category="Reliability",
-                   subcategory="{dataset}",
-                   labels={"dataset": "{dataset}", "oracle noise": "{noise}", "figure": "reliability"}),
+        png=report(
+            f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.png",
+            caption="../report/reliability.rst",
+            category="Reliability",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "oracle noise": "{noise}",
+                "figure": "reliability",
+            },
+        ),
         pdf=f"{OUT}/figures/{{dataset}}_reliability_noise{{noise}}.pdf",
     log:
         f"{OUT}/logs/plot_reliability/{{dataset}}_noise{{noise}}.log",
+    conda:
+        "../envs/asknlearn.yaml"
+    resources:
+        mem_mb=REPORT_RES["mem_mb"],
+        runtime=REPORT_RES["runtime"],
     params:
         asknlearn=ASKNLEARN,
         dataset="{dataset}",
         noise="{noise}",
-    resources:
-        mem_mb=REPORT_RES["mem_mb"],
-        runtime=REPORT_RES["runtime"],
-    conda:
-        "../envs/asknlearn.yaml"
     shell:
         "{params.asknlearn} plot reliability --reliability {input.reliability:q} "
         "--dataset {params.dataset} --noise {params.noise} "
@@ -108,20 +131,24 @@ rule summarize:
     input:
         rounds=f"{OUT}/rounds.csv",
     output:
-        csv=report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="Tables",
-                   labels={"table": "summary per strategy"}),
+        csv=report(
+            f"{OUT}/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "summary per strategy"},
+        ),
         md=f"{OUT}/summary.md",
     log:
         f"{OUT}/logs/summarize.log",
+    conda:
+        "../envs/asknlearn.yaml"
+    resources:
+        mem_mb=REPORT_RES["mem_mb"],
+        runtime=REPORT_RES["runtime"],
     params:
         asknlearn=ASKNLEARN,
         target=config["summary"]["target_accuracy"],
         references=",".join(config["summary"]["references"]),
-    resources:
-        mem_mb=REPORT_RES["mem_mb"],
-        runtime=REPORT_RES["runtime"],
-    conda:
-        "../envs/asknlearn.yaml"
     shell:
         "{params.asknlearn} summarize --rounds {input.rounds:q} --target-accuracy {params.target} "
         "--references {params.references:q} --out {output.csv:q} --markdown {output.md:q} > {log:q} 2>&1"
