@@ -247,6 +247,9 @@ class Cell:
         c = self.cfg
         state = self._load()
         if state is not None and state["finished"]:
+            # a workflow may have deleted the tables before rerunning a finished cell:
+            # rewrite them from the state, never retrain
+            self._save(state)
             self.log(f"[{c.cell_id()}] already finished ({len(state['rows'])} rounds); nothing to do")
             return pd.DataFrame(state["rows"])
         self.out.mkdir(parents=True, exist_ok=True)

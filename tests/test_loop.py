@@ -41,9 +41,13 @@ def test_resume_after_round_2_equals_uninterrupted(strategy, tiny_cfg, digits, t
     for name in ("queries.csv", "reliability.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / name),
                                       pd.read_csv(tmp_path / "cut" / name))
-    # a finished run is a no-op
+    # a finished run is a no-op that restores deleted tables (Snakemake removes outputs on rerun)
     lines.clear()
+    (tmp_path / "cut" / "rounds.csv").unlink()
     run_cell(cfg, tmp_path / "cut", data=digits, log=lines.append)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cut" / "rounds.csv"),
+                                  pd.read_csv(tmp_path / "full" / "rounds.csv").assign(
+                                      **{c: pd.read_csv(tmp_path / "cut" / "rounds.csv")[c] for c in TIMING}))
     assert lines == [f"[{cfg.cell_id()}] already finished (5 rounds); nothing to do"]
     assert not list((tmp_path / "cut").glob(".*tmp"))
 
