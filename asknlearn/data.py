@@ -138,6 +138,31 @@ def _load_digits(info: DatasetInfo) -> tuple[torch.Tensor, ...]:
     return _normalize(x[train], info_n), labels[train], _normalize(x[test], info_n), labels[test]
 
 
+def _bad_idx_file(info: DatasetInfo, root: Path) -> str | None:
+    """Name the first truncated or corrupt uncompressed IDX file of an MNIST-family dataset
+    (torchvision's own error only says a tensor shape is invalid), or None."""
+    if info.family != "mnist" or info.name == "digits":
+        return None
+    raw = root / ("MNIST" if info.name == "mnist" else "FashionMNIST") / "raw"
+    for name in _MNIST_FILES:
+        path = raw / name
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = np.frombuffer(fh.read(4 * ndim), dtype=">u4") if ndim in (1, 3) else None
+        # IDX: 2 zero bytes, type 0x08 (unsigned byte), ndim, ndim big-endian sizes, the data
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08" or dims is None or len(dims) != ndim:
+            return f"{str(path)!r} is not an IDX file of unsigned bytes (corrupt header)"
+        expected = 4 + 4 * ndim + int(np.prod(dims.astype(np.int64)))
+        if size != expected:
+            return (f"{str(path)!r} is truncated or corrupt: its header promises {expected} bytes "
+                    f"({' x '.join(map(str, dims))}), the file holds {size}")
+    return None
+
+
 def _load_torchvision(info: DatasetInfo, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
     import torchvision.datasets as tvd
 
@@ -169,7 +194,8 @@ def _load_torchvision(info: DatasetInfo, root: Path, download: bool) -> tuple[to
     except DatasetError:
         raise
     except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError/EOFError...
-        raise _missing(info, root, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        detail = _bad_idx_file(info, root) or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise _missing(info, root, detail) from exc
     for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
         if tuple(x.shape[1:]) != info.shape or len(x) != len(y) or len(x) == 0:
             raise _missing(info, root, f"{name} split has images of shape {tuple(x.shape)} and "
