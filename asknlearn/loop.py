@@ -245,6 +245,10 @@ class Cell:
     # ------------------------------------------------------------------ the loop
     def run(self) -> pd.DataFrame:
         c = self.cfg
+        # a job killed inside atomic_write leaves its temp file behind; one job owns a cell folder
+        if self.out.is_dir():
+            for stale in self.out.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         state = self._load()
         if state is not None and state["finished"]:
             # a workflow may have deleted the tables before rerunning a finished cell:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import reliability_helpers as wf
 
 from asknlearn import tracking
 from asknlearn.cli import main as cli_main
@@ -483,3 +485,81 @@ def test_resume_logs_rounds_the_killed_job_saved_but_never_logged(tiny_cfg, digi
         assert sorted((m.step, m.value) for m in hist) == list(zip(table["labels"], table[key],
                                                                    strict=True))
     assert run.info.status == "FINISHED"
+
+
+# ---------------------------------------------------------------------------- kill and resume
+def _rows(path: Path) -> int:
+    """Finished rounds in a cell's rounds.csv (0 when absent)."""
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def _processes_under(path: Path) -> list[int]:
+    """Live processes whose command line mentions ``path`` (this test's jobs)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(path).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not wf.has_workflow(), reason="the workflow is not in this checkout")
+def test_kill_workflow_mid_cell_then_rerun_resumes(tmp_path, tmp_path_factory):
+    """SIGKILL the whole snakemake process group while an AL job is between rounds; rerunning
+    the same command resumes that cell after its last finished round (finished rounds are not
+    retrained) and the tidy table equals an uninterrupted run's, row for row, timings aside."""
+    reference = wf.local_reference(tmp_path_factory)
+    work = wf.copy_workflow(tmp_path / "wf")
+    args = ["--cores", "2", "--workflow-profile", "none", "--", wf.TABLE]
+    cells = {s: work / f"results/{wf.STUDY}/runs/digits/{s}/seed0/noise0" for s in wf.STRATEGIES}
+    proc = subprocess.Popen(wf.snakemake_cmd(*args), cwd=work, env=wf.env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim, seen = None, 0
+    deadline = time.monotonic() + 600
+    while victim is None and proc.poll() is None and time.monotonic() < deadline:
+        for strategy, cell in cells.items():
+            seen = _rows(cell / "rounds.csv")
+            if 2 <= seen <= wf.ROUNDS - 1:  # rounds 0 and 1 done, the cell is not finished
+                os.killpg(proc.pid, signal.SIGKILL)
+                victim = strategy
+                break
+        time.sleep(0.02)
+    proc.wait(60)
+    assert victim is not None, "the workflow finished before a cell could be caught between rounds"
+    deadline = time.monotonic() + 30
+    while _processes_under(work) and time.monotonic() < deadline:  # the AL jobs die with the group
+        time.sleep(0.2)
+    assert not _processes_under(work)
+    assert (cells[victim] / "state.pt").exists()
+
+    # the documented recovery: remove the killed run's lock, rerun the same command
+    wf.run_snakemake(work, "--unlock", *args)
+    wf.run_snakemake(work, "--rerun-incomplete", *args)
+
+    log = (work / f"results/{wf.STUDY}/logs/al/digits/{victim}/seed0/noise0.log").read_text()
+    resumed = [line for line in log.splitlines() if "resuming after round" in line]
+    assert len(resumed) == 1, log
+    last = int(resumed[0].split("resuming after round ")[1].split()[0])
+    assert seen - 1 <= last < wf.ROUNDS, (seen, resumed)
+    trained = [int(m) for m in re.findall(r"\] round +(\d+)/", log)]
+    assert trained == list(range(last + 1, wf.ROUNDS + 1)), log  # finished rounds not retrained
+
+    table = pd.read_csv(work / wf.TABLE)
+    pd.testing.assert_frame_equal(wf.without_timings(table), wf.without_timings(reference),
+                                  check_exact=True)
+    assert not [p for p in (work / "results").rglob("*") if p.name.endswith(".tmp")]
+    # MLflow (the default SQLite store) holds one run per cell with every round, the resumed
+    # cell's included
+    client = tracking.client_for(f"sqlite:///{work}/results/{wf.STUDY}/mlflow.db")
+    runs = client.search_runs([tracking.experiment_id(client, wf.STUDY, create=False)])
+    assert sorted(r.data.tags["strategy"] for r in runs) == sorted(wf.STRATEGIES)
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "accuracy"))
+        assert steps == [20 * (k + 1) for k in range(wf.ROUNDS + 1)], run.data.tags["strategy"]
