@@ -487,6 +487,52 @@ def test_resume_logs_rounds_the_killed_job_saved_but_never_logged(tiny_cfg, digi
     assert run.info.status == "FINISHED"
 
 
+# ---------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="module")
+def postgres_uri(tmp_path_factory) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on localhost (tests/services/postgres.sh)."""
+    state = tmp_path_factory.mktemp("postgres")
+    script = str(wf.REPO / "tests" / "services" / "postgres.sh")
+    r = subprocess.run(["bash", script, "start", str(state), str(free_port())], capture_output=True,
+                       text=True, timeout=900)
+    if r.returncode == 3:
+        pytest.skip(f"PostgreSQL cannot be installed on this machine: {r.stderr.strip()[-500:]}")
+    assert r.returncode == 0, r.stderr
+    try:
+        yield r.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", script, "stop", str(state)], timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not wf.has_workflow(), reason="the workflow is not in this checkout")
+def test_workflow_logs_every_cell_to_a_postgres_backed_mlflow_server(postgres_uri, tmp_path):
+    """As on a cluster: ``mlflow server`` on PostgreSQL, the workflow's tracking_uri pointing at
+    it; every cell is one FINISHED run holding every round of its table."""
+    import psycopg2
+
+    with mlflow_server(postgres_uri, tmp_path / "server") as url:
+        work = wf.copy_workflow(tmp_path / "wf")
+        wf.run_snakemake(work, "--cores", "2", "--workflow-profile", "none",
+                         "--config", f"tracking_uri={url}", "--", wf.TABLE)
+        table = pd.read_csv(work / wf.TABLE)
+        runs = rest_runs(url, wf.STUDY)
+        assert sorted(tags(r)["strategy"] for r in runs) == sorted(wf.STRATEGIES)
+        for run in runs:
+            strategy = tags(run)["strategy"]
+            assert run["info"]["status"] == "FINISHED"
+            cell = work / f"results/{wf.STUDY}/runs/digits/{strategy}/seed0/noise0"
+            assert_run_matches_table(url, run, cell)
+            assert len(rest_history(url, run["info"]["run_id"], "accuracy")) == wf.ROUNDS + 1
+    # the runs really are in PostgreSQL, not in some fallback store
+    with psycopg2.connect(postgres_uri) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+                    "WHERE e.name = %s", (wf.STUDY,))
+        assert cur.fetchone()[0] == len(wf.STRATEGIES)
+    assert not (work / f"results/{wf.STUDY}/mlflow.db").exists()
+    wf.remember_reference(table)  # an uninterrupted local run: the kill/resume test's reference
+
+
 # ---------------------------------------------------------------------------- kill and resume
 def _rows(path: Path) -> int:
     """Finished rounds in a cell's rounds.csv (0 when absent)."""
