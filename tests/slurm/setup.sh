@@ -98,6 +98,8 @@ JobCompLoc=$STATE/jobcomp.log
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+# schedule pending jobs within seconds (the defaults wait up to a minute between passes)
+SchedulerParameters=sched_interval=2,bf_interval=2
 MpiDefault=none
 SwitchType=switch/none
 PropagateResourceLimits=NONE
