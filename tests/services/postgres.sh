@@ -45,9 +45,10 @@ start)
     fi
     BIN=$(pg_bin)
   fi
-  if ! python -c "import psycopg2" 2>/dev/null; then
+  PYTHON=${PYTHON:-python}  # the interpreter that will run mlflow server
+  if ! "$PYTHON" -c "import psycopg2" 2>/dev/null; then
     log "installing psycopg2-binary (pip)"
-    python -m pip install --quiet psycopg2-binary >"$STATE/pip.log" 2>&1 \
+    "$PYTHON" -m pip install --quiet psycopg2-binary >"$STATE/pip.log" 2>&1 \
       || { log "pip install psycopg2-binary failed"; tail -5 "$STATE/pip.log" >&2; exit 3; }
   fi
   # the server runs as a regular user; it needs every folder above its data readable
