@@ -111,6 +111,8 @@ def _per_cell(df: pd.DataFrame, target: float) -> pd.DataFrame:
         rows.append({**dict(zip(CELL_KEYS, keys, strict=True)), "aulc": aulc,
                      "labels_to_target": float(x[hit[0]]) if len(hit) else math.nan,
                      "final_round": int(last["round"]), "final_labels": int(last["labels"]),
+                     "wall_minutes": float(g["round_seconds"].sum()) / 60.0
+                     if "round_seconds" in g else math.nan,
                      **{f"final_{m}": float(last[m]) for m in PANELS}})
     return pd.DataFrame(rows)
 
@@ -126,7 +128,7 @@ def summarize(df: pd.DataFrame, target: float,
     if not 0.0 < target <= 1.0:
         raise ReportError(f"target accuracy {target!r} is not valid; valid: a value in (0, 1]")
     cells = _per_cell(df, target)
-    values = ["aulc", "labels_to_target", *(f"final_{m}" for m in PANELS)]
+    values = ["aulc", "labels_to_target", *(f"final_{m}" for m in PANELS), "wall_minutes"]
     group = ["study", "dataset", "noise", "strategy"]
     out = []
     for keys, g in cells.groupby(group, sort=False):
@@ -172,7 +174,7 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
              "strategy minus reference.", ""]
     for (ds, noise), g in s.groupby(["dataset", "noise"], sort=False):
         head = ["strategy", "n", "AULC", f"labels to {target:g}", "final acc", "final ECE",
-                "final NLL", "final Brier"]
+                "final NLL", "final Brier", "wall min/cell"]
         for ref in references:
             head += [f"ΔAULC vs {ref}", f"Δacc vs {ref}"]
         lines += [f"## {ds}, oracle noise {noise:g} (final labels {int(g['final_labels'].max())})", "",
@@ -183,12 +185,46 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
                      f"({r['reached_target']}/{r['n_seeds']})"]
             cells += [_pm(r[f"final_{m}_mean"], r[f"final_{m}_sd"], 4 if m == "ece" else 3)
                       for m in PANELS]
+            cells.append(_pm(r.get("wall_minutes_mean", math.nan), r.get("wall_minutes_sd", math.nan), 1))
             for ref in references:
                 for v in ("aulc", "final_accuracy"):
                     col = f"delta_{v}_vs_{ref}"
                     cells.append(_pm(r.get(f"{col}_mean", math.nan), r.get(f"{col}_sd", math.nan))
                                  if f"{col}_mean" in r else "—")
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def at_labels_markdown(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> str:
+    """Every metric at the given label counts, mean ± sd over seeds, and the paired (by seed)
+    difference to ``reference``: the paper's claims are about small label counts, which the
+    final-round and area summaries average away."""
+    lines = ["Metrics at given label counts (mean ± sd over seeds; "
+             f"Δ: paired by seed, minus {reference}).", ""]
+    for (ds, noise), d in df.groupby(["dataset", "noise"], sort=False):
+        present = [x for x in labels if x in set(d["labels"])]
+        if not present:
+            continue
+        lines += [f"### {ds}, oracle noise {noise:g}", "",
+                  "| strategy | labels | " + " | ".join(f"{PANELS[m]} | Δ{m}" for m in PANELS) + " |",
+                  "|---|---|" + "---|---|" * len(PANELS)]
+        ref = d[d["strategy"] == reference].set_index(["seed", "labels"])
+        for strategy in strategy_order(d["strategy"].unique()):
+            g = d[d["strategy"] == strategy]
+            for x in present:
+                at = g[g["labels"] == x].set_index("seed")
+                cells = [strategy, str(x)]
+                for m in PANELS:
+                    digits = 4 if m == "ece" else 3
+                    cells.append(_pm(at[m].mean(), at[m].std(ddof=1), digits))
+                    if strategy == reference or ref.empty:
+                        cells.append("—")
+                        continue
+                    r = ref.xs(x, level="labels")[m] if x in ref.index.get_level_values("labels") else None
+                    diff = (at[m] - r).dropna() if r is not None else at[m].iloc[:0]
+                    cells.append(_pm(diff.mean(), diff.std(ddof=1), digits) if len(diff) else "—")
+                lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -421,6 +457,9 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated strategies to pair every other one against ('' for none)")
     p.add_argument("--out", required=True, help="summary CSV")
     p.add_argument("--markdown", help="summary as Markdown tables")
+    p.add_argument("--at-labels", default="",
+                   help="comma-separated label counts for an extra Markdown table of every metric "
+                        "there, with paired differences to the first reference")
 
 
 def _summarize(args: argparse.Namespace) -> int:
@@ -429,6 +468,13 @@ def _summarize(args: argparse.Namespace) -> int:
     refs = [r for r in args.references.split(",") if r]
     s = summarize(read_rounds(args.rounds), args.target_accuracy, refs)
     md = summary_markdown(s, args.target_accuracy, refs) if args.markdown else None
+    if md is not None and args.at_labels:
+        try:
+            at = [int(x) for x in args.at_labels.split(",") if x]
+        except ValueError:
+            raise ReportError(f"--at-labels {args.at_labels!r} is not valid; valid: integers "
+                              "separated by commas, e.g. 1100,2100") from None
+        md += "\n" + at_labels_markdown(read_rounds(args.rounds), at, refs[0] if refs else "badge")
     _write_csv(s, args.out)
     if md is not None:
         atomic_write(Path(args.markdown), lambda p: Path(p).write_text(md))

@@ -149,6 +149,8 @@ rule summarize:
         asknlearn=ASKNLEARN,
         target=config["summary"]["target_accuracy"],
         references=",".join(config["summary"]["references"]),
+        at_labels=",".join(map(str, config["summary"]["at_labels"])),
     shell:
         "{params.asknlearn} summarize --rounds {input.rounds:q} --target-accuracy {params.target} "
-        "--references {params.references:q} --out {output.csv:q} --markdown {output.md:q} > {log:q} 2>&1"
+        "--references {params.references:q} --at-labels {params.at_labels:q} "
+        "--out {output.csv:q} --markdown {output.md:q} > {log:q} 2>&1"
