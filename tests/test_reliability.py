@@ -184,15 +184,15 @@ def mlflow_server(backend_uri: str, workdir: Path) -> Iterator[str]:
         stop_group(proc)
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+def stop_group(proc: subprocess.Popen, timeout: float = 3) -> None:
     """SIGTERM the process group of ``proc`` (it was started in its own session), then KILL."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # a throwaway server: no need to wait for a clean exit
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+            proc.wait(30)
         except ProcessLookupError:
             pass
 
