@@ -152,5 +152,5 @@ rule summarize:
         at_labels=",".join(map(str, config["summary"]["at_labels"])),
     shell:
         "{params.asknlearn} summarize --rounds {input.rounds:q} --target-accuracy {params.target} "
-        "--references {params.references:q} --at-labels {params.at_labels:q} "
+        "--references {params.references:q} --at-labels={params.at_labels:q} "
         "--out {output.csv:q} --markdown {output.md:q} > {log:q} 2>&1"
