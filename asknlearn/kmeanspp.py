@@ -10,9 +10,9 @@ of largest gradient norm; every next centre is drawn with probability proportion
 squared distance to the nearest chosen centre (D² sampling, Arthur & Vassilvitskii 2006), by
 inverse CDF on one uniform per centre. The b − 1 uniforms are drawn from the caller's
 generator up front, which yields exactly the values of one draw per centre in order. The
-inverse CDF is taken in two levels (block sums, then within the block), so a draw costs one
-vectorized sum instead of a sequential prefix sum over the pool. Chosen points have
-distance 0 and are never drawn again.
+inverse CDF is taken in two levels (block sums, then within the block): no sequential prefix
+sum over the pool per draw, and the pruned path re-sums only the blocks whose D² changed
+(the same sums, bit for bit). Chosen points have distance 0 and are never drawn again.
 
 Exact pruning (the CPU default). The factored form bounds every point's distance to the new
 centre c from below without reading its features: with a = ⟨u_x, u_c⟩ (K floats per point),
@@ -33,8 +33,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-DRAW_BLOCK = 512  # points per block of the two-level inverse CDF
+DRAW_BLOCK = 128  # points per block of the two-level inverse CDF
 PRUNE_BLOCK = 128  # points per block of the pruning bounds
+STREAM_FRACTION = 0.125  # above this fraction of rows to read, one streaming pass replaces a gather
 
 
 def embedding_factors(probs: torch.Tensor, pseudo_labels: torch.Tensor) -> torch.Tensor:
@@ -62,14 +63,16 @@ def _padded(n: int, block: int = DRAW_BLOCK) -> int:
     return -(-n // block) * block
 
 
-def _draw_np(d2: np.ndarray, r: float, block: int = DRAW_BLOCK) -> int | None:
+def _draw_np(d2: np.ndarray, r: float, block: int = DRAW_BLOCK,
+             sums: np.ndarray | None = None) -> int | None:
     """Index drawn with probability ∝ ``d2`` (float64, zero-padded to a multiple of ``block``)
     for the uniform ``r``; None if all of ``d2`` is zero.
 
     The first index whose cumulative mass exceeds r·total, found over block sums and then
     inside one block; capped at the last point with mass (r·total can round onto the total).
+    ``sums`` may hold the block sums already (``d2.reshape(-1, block).sum(1)``).
     """
-    cs = np.cumsum(d2.reshape(-1, block).sum(1))
+    cs = np.cumsum(d2.reshape(-1, block).sum(1) if sums is None else sums)
     total = cs[-1]
     if not total > 0:
         return None
@@ -105,12 +108,13 @@ def _fill_duplicates(picks: list[int], n: int, b: int, generator: torch.Generato
     return torch.tensor(picks + extra.tolist(), dtype=torch.long)
 
 
-def _sq_norms(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Row sums of squares in float64, in chunks so no float64 copy of ``x`` is ever whole."""
+def _sq_norms(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Row sums of squares accumulated in float64, in chunks: the squares live in ``x``'s
+    dtype one chunk at a time, so the pool is never copied whole."""
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for s in range(0, len(x), chunk):
-        xs = x[s : s + chunk].double()
-        out[s : s + chunk] = (xs * xs).sum(1)
+        xs = x[s : s + chunk]
+        out[s : s + chunk] = (xs * xs).sum(1, dtype=torch.float64)
     return out
 
 
@@ -270,6 +274,7 @@ def _seed_pruned(u, z, b, generator, r, zn, gn, c: int, stats: dict) -> torch.Te
     smin = slack.min(1)
     d2 = np.zeros(_padded(n))
     d2[:n] = np.inf
+    d2_rows = d2.reshape(-1, DRAW_BLOCK)
     rn = r.numpy()
     picks = [c]
     for t in range(b - 1):
@@ -294,7 +299,7 @@ def _seed_pruned(u, z, b, generator, r, zn, gn, c: int, stats: dict) -> torch.Te
                 oi = origp[pidx]
                 m = len(oi)
                 stats["feature_rows_read"] += m
-                if m > n // 2:  # the first centres: one streaming pass beats a gather
+                if m > STREAM_FRACTION * n:  # the first centres: stream, no copy of many rows
                     s = torch.mv(z, z[c]).numpy()[oi]
                 else:
                     s = torch.mv(z.index_select(0, torch.from_numpy(oi)), z[c]).numpy()
@@ -304,13 +309,24 @@ def _seed_pruned(u, z, b, generator, r, zn, gn, c: int, stats: dict) -> torch.Te
                 np.maximum(dist, 0.0, out=dist)
                 new = np.minimum(d2[oi], dist)
                 d2[oi] = new
+                # block sums of the draw, recomputed for the blocks that changed only
+                touched = np.unique(oi // DRAW_BLOCK) if m <= STREAM_FRACTION * n else None
                 slack_flat[pidx] = gi * (1.0 - 1e-12) - new
                 smin[live] = slack[live].min(1)
+            else:
+                touched = np.empty(0, dtype=np.int64)
+        else:
+            touched = np.empty(0, dtype=np.int64)
         pc = pos[c]
         d2[c] = 0.0
         slack_flat[pc] = gn[c] * (1.0 - 1e-12)
         smin[pc // bp] = slack[pc // bp].min()
-        nxt = _draw_np(d2, float(rn[t]))
+        if t == 0 or touched is None:
+            sums = d2_rows.sum(1)
+        else:
+            touched = np.append(touched, c // DRAW_BLOCK)
+            sums[touched] = d2_rows[touched].sum(1)
+        nxt = _draw_np(d2, float(rn[t]), sums=sums)
         if nxt is None:
             return _fill_duplicates(picks, n, b, generator)
         c = nxt

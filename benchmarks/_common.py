@@ -53,7 +53,17 @@ def setup(args: argparse.Namespace) -> torch.device:
         print(f"{prog}: error: --device cuda but CUDA is not available; valid: cpu", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
+    try:  # numpy's BLAS (the reference implementations) gets the same number of threads
+        import threadpoolctl
+
+        global _BLAS_LIMIT
+        _BLAS_LIMIT = threadpoolctl.threadpool_limits(args.threads, user_api="blas")
+    except ImportError:
+        pass
     return torch.device(args.device)
+
+
+_BLAS_LIMIT = None
 
 
 def sync(device: torch.device) -> None:
@@ -202,7 +212,8 @@ def target(name: str, goal: str, measured: float, met: bool, unit: str = "×",
            limit: str = "") -> dict[str, Any]:
     """One target verdict; printed at once, and a row of the README table."""
     verdict = "MET" if met else "MISSED"
-    print(f"  target {name}: {goal} — measured {measured:.3g}{unit} — {verdict}"
+    shown = f"{int(measured)}" if float(measured).is_integer() else f"{measured:.3g}"
+    print(f"  target {name}: {goal} — measured {shown}{unit} — {verdict}"
           + (f" ({limit})" if limit and not met else ""), flush=True)
     return {"name": name, "goal": goal, "measured": measured, "unit": unit, "met": bool(met),
             "limit": limit}

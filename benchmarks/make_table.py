@@ -21,7 +21,7 @@ ORDER = ("kmeanspp", "training", "vwcc", "inference", "cell")
 def _fmt(x: float, unit: str) -> str:
     if unit == "×":
         return f"{x:.1f}×" if x < 100 else f"{x:.0f}×"
-    return f"{x:.3g}{unit}"
+    return (f"{int(x)}" if float(x).is_integer() else f"{x:.3g}") + unit
 
 
 def _seconds(x: float) -> str:

@@ -240,3 +240,19 @@ def test_peak_memory_sees_a_torch_allocation():
     if mem.peak_bytes is None:
         pytest.skip("no /proc on this system")
     assert mem.peak_bytes >= 48 * 2**20
+
+
+def test_device_draw_agrees_with_host_draw():
+    # the GPU path's synchronization-free draw is the same function of (D², uniform) as the
+    # CPU one; checked here on CPU tensors, edge uniforms and zero-mass blocks included
+    from asknlearn.kmeanspp import DRAW_BLOCK, _draw_np, _draw_torch
+
+    g = torch.Generator().manual_seed(3)
+    d2 = torch.rand(5 * DRAW_BLOCK, generator=g, dtype=torch.float64)
+    d2[DRAW_BLOCK : 3 * DRAW_BLOCK] = 0.0  # two empty blocks
+    d2[-DRAW_BLOCK // 2 :] = 0.0  # an empty tail
+    for r in [0.0, 1e-12, 0.2, 0.4, 0.5, 0.9, 1.0 - 1e-16, *torch.rand(200, generator=g).tolist()]:
+        i_np = _draw_np(d2.numpy(), r)
+        i_t, total = _draw_torch(d2, torch.tensor([r], dtype=torch.float64))
+        assert int(i_t) == i_np and d2[i_np] > 0
+        assert float(total) == pytest.approx(float(d2.sum()))
