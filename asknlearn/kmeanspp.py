@@ -275,6 +275,7 @@ def _seed_pruned(u, z, b, generator, r, zn, gn, c: int, stats: dict) -> torch.Te
     d2 = np.zeros(_padded(n))
     d2[:n] = np.inf
     d2_rows = d2.reshape(-1, DRAW_BLOCK)
+    changed = np.zeros(len(d2_rows), dtype=bool)
     rn = r.numpy()
     picks = [c]
     for t in range(b - 1):
@@ -310,22 +311,20 @@ def _seed_pruned(u, z, b, generator, r, zn, gn, c: int, stats: dict) -> torch.Te
                 new = np.minimum(d2[oi], dist)
                 d2[oi] = new
                 # block sums of the draw, recomputed for the blocks that changed only
-                touched = np.unique(oi // DRAW_BLOCK) if m <= STREAM_FRACTION * n else None
+                changed[oi // DRAW_BLOCK] = True
                 slack_flat[pidx] = gi * (1.0 - 1e-12) - new
                 smin[live] = slack[live].min(1)
-            else:
-                touched = np.empty(0, dtype=np.int64)
-        else:
-            touched = np.empty(0, dtype=np.int64)
         pc = pos[c]
         d2[c] = 0.0
         slack_flat[pc] = gn[c] * (1.0 - 1e-12)
         smin[pc // bp] = slack[pc // bp].min()
-        if t == 0 or touched is None:
+        changed[c // DRAW_BLOCK] = True
+        touched = np.flatnonzero(changed)
+        if t == 0 or 2 * len(touched) > len(changed):
             sums = d2_rows.sum(1)
         else:
-            touched = np.append(touched, c // DRAW_BLOCK)
             sums[touched] = d2_rows[touched].sum(1)
+        changed[touched] = False
         nxt = _draw_np(d2, float(rn[t]), sums=sums)
         if nxt is None:
             return _fill_duplicates(picks, n, b, generator)
