@@ -20,7 +20,7 @@ ORDER = ("kmeanspp", "training", "vwcc", "inference", "cell")
 
 def _fmt(x: float, unit: str) -> str:
     if unit == "×":
-        return f"{x:.1f}×" if x < 100 else f"{x:.0f}×"
+        return f"{x:.2f}×" if x < 2 else f"{x:.1f}×" if x < 100 else f"{x:.0f}×"
     return (f"{int(x)}" if float(x).is_integer() else f"{x:.3g}") + unit
 
 
@@ -71,7 +71,8 @@ def render(docs: dict[str, dict]) -> str:
                 "start):", "",
                 "| Contender | Time | Peak memory |", "|---|---|---|"]
         labels = {"ours": "ours (factored, exact pruning)", "badge_ref": "BADGE reference (2023+)",
-                  "badge_ref_np": "BADGE reference, numpy sums", "dense_torch": "dense, torch.cdist",
+                  "badge_ref_np": "BADGE reference, numpy sums",
+                  "dense_torch": "dense torch (matrix-vector per centre)",
                   "dense_orig": "dense original (2019)"}
         for key, label in labels.items():
             if key in r:
@@ -90,12 +91,24 @@ def render(docs: dict[str, dict]) -> str:
     if cell:
         out += ["", "| AL cell | Wall time | Training | Inference | Selection | Peak RSS |",
                 "|---|---|---|---|---|---|"]
+        shares = []
         for name, c in cell["results"]["cells"].items():
             tot = c.get("totals") or {k: sum(r[k] for r in c["rounds"]) for k in
                                       ("train_seconds", "inference_seconds", "selection_seconds")}
-            out.append(f"| {name} ({len(c['rounds']) - 1} rounds) | {_seconds(c['wall_seconds'])} | "
-                       f"{_seconds(tot['train_seconds'])} | {_seconds(tot['inference_seconds'])} | "
-                       f"{_seconds(tot['selection_seconds'])} | {c['peak_rss_mib']:.0f} MiB |")
+            rounds = len(c["rounds"]) - 1
+            what = (f"{name}, Fashion-MNIST" if c["dataset"] == "fashion_mnist" else
+                    f"BADGE, CIFAR-10 scale ({c.get('n_train', 0):,} random images, ResNet-18)"
+                    if name.startswith("cifar10") else name)
+            out.append(f"| {what}, {rounds} round{'s' if rounds != 1 else ''} | "
+                       f"{_seconds(c['wall_seconds'])} | {_seconds(tot['train_seconds'])} | "
+                       f"{_seconds(tot['inference_seconds'])} | {_seconds(tot['selection_seconds'])} | "
+                       f"{c['peak_rss_mib']:.0f} MiB |")
+            if c["dataset"] == "fashion_mnist":
+                shares.append(f"{name} " + " · ".join(f"{100 * r['selection_fraction']:.1f}"
+                                                      for r in c["rounds"][1:]))
+        if shares:
+            out += ["", "Selection's share of each Fashion-MNIST round (%, from round 1): "
+                    + "; ".join(shares) + "."]
     out += ["", "Measured on: " + "; ".join(_env_line(n, docs[n]) for n in names) + "."]
     return "\n".join(out)
 

@@ -144,7 +144,7 @@ def test_make_table_splices_only_between_markers(tmp_path):
     assert "old table" not in text
     assert "| training speed | ≥ 3× faster | 4.2× | met |" in text
     # a miss is shown as measured, with its limit (pipes escaped for the table)
-    assert "| vwcc speed | ≥ 3× faster | 1.5× | **missed** (the model step \\| dominates) |" in text
+    assert "| vwcc speed | ≥ 3× faster | 1.50× | **missed** (the model step \\| dominates) |" in text
     assert "inference" not in text
     assert make_table.main(["--results", str(res), "--readme", str(readme), "--check"]) == 0
     (res / "training.json").write_text(json.dumps(_doc("training", False, False)))
