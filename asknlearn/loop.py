@@ -226,7 +226,7 @@ class Cell:
     def _row(self, round_: int, n_labels: int, metrics: dict, fit, extra: dict,
              wrong: torch.Tensor, seconds: float) -> dict[str, Any]:
         c = self.cfg
-        row = {
+        return {
             "study": c.study, "dataset": c.dataset, "strategy": c.strategy, "seed": c.seed,
             "noise": c.noise, "round": round_, "labels": n_labels, **metrics,
             "train_epochs": fit.epochs, "train_accuracy": fit.train_accuracy,
@@ -240,7 +240,6 @@ class Cell:
             "refined_fraction": extra.get("refined_fraction", float("nan")),
             "timestamp_ms": int(time.time() * 1000),
         }
-        return row
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> pd.DataFrame:
