@@ -10,16 +10,23 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import random
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from test_data import write_idx
 
 from asknlearn.config import ExperimentConfig
-from asknlearn.errors import ConfigError
+from asknlearn.data import load_dataset
+from asknlearn.errors import ConfigError, DatasetError
 from asknlearn.naming import noise_token, noise_tokens
 from asknlearn.tracking import cell_id, cell_tags
 
@@ -96,3 +103,140 @@ def test_workflow_refuses_noise_levels_that_are_one_cell(tmp_path):
     assert proc.returncode != 0
     assert "config noise: noise levels 0.1 and 0.1000000000001 are the same cell" in proc.stdout + proc.stderr
     assert not (tmp_path / "wf" / "results").exists()
+
+
+# ---------------------------------------------------------------------------- items 11, 12: data
+def make_mnist_gz(root: Path, folder: str, n_train: int = 12, n_test: int = 5,
+                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Only the four canonical ``.gz`` files, in the real IDX format; their arrays and MD5s."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    md5s = {}
+    for name, arr in arrays.items():
+        write_idx(root / folder / "raw" / name, arr, compress=True)
+        md5s[f"{name}.gz"] = hashlib.md5((root / folder / "raw" / f"{name}.gz").read_bytes()).hexdigest()
+    return arrays, md5s
+
+
+# no network: a mirror that refuses connections at once
+UNREACHABLE = "http://127.0.0.1:9/"
+
+
+def use_tiny_md5s(monkeypatch, md5s: dict[str, str]) -> None:
+    """torchvision's resource list, with the MD5s of the tiny archives and no reachable mirror."""
+    import torchvision.datasets as tvd
+
+    for cls in (tvd.MNIST, tvd.FashionMNIST):
+        monkeypatch.setattr(cls, "resources", [(n, md5s[n]) for n, _ in cls.resources])
+        monkeypatch.setattr(cls, "mirrors", [UNREACHABLE])
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_canonical_gz_files_are_used_with_download_off(name, folder, tmp_path, monkeypatch):
+    arrays, md5s = make_mnist_gz(tmp_path, folder)
+    use_tiny_md5s(monkeypatch, md5s)
+    d = load_dataset(name, tmp_path, download=False)
+    assert d.y_train.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert d.y_test.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert not list((tmp_path / folder / "raw").glob(".*.tmp"))
+
+
+def test_a_half_extracted_file_is_extracted_again(tmp_path, monkeypatch):
+    arrays, md5s = make_mnist_gz(tmp_path, "MNIST")
+    use_tiny_md5s(monkeypatch, md5s)
+    raw = tmp_path / "MNIST" / "raw"
+    full = gzip.decompress((raw / "train-images-idx3-ubyte.gz").read_bytes())
+    (raw / "train-images-idx3-ubyte").write_bytes(full[:1000])  # a killed extraction
+    d = load_dataset("mnist", tmp_path, download=False)
+    assert d.x_train.shape == (12, 1, 28, 28)
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == full
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    if how == "truncated":
+        return data[: len(data) // 2]
+    if how == "flipped":
+        i = len(data) // 2
+        return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:]
+    return b""
+
+
+@pytest.mark.parametrize("download", [False, True])
+@pytest.mark.parametrize("how", ["truncated", "flipped", "empty"])
+def test_damaged_gz_names_the_md5_failure_and_the_fix(how, download, tmp_path, monkeypatch):
+    _, md5s = make_mnist_gz(tmp_path, "FashionMNIST")
+    use_tiny_md5s(monkeypatch, md5s)
+    gz = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(damaged := _damage(gz.read_bytes(), how))
+    with pytest.raises(DatasetError) as err:
+        load_dataset("fashion_mnist", tmp_path, download=download)
+    msg = str(err.value)
+    assert f"{str(gz)!r} fails its MD5 check (expected {md5s[gz.name]}, got " in msg
+    assert "Replace it with the canonical t10k-images-idx3-ubyte.gz" in msg
+    assert "not found" not in msg.lower()
+    assert ("downloading a fresh copy failed" in msg) == download
+    assert ("the file is empty" in msg) == (how == "empty")
+    assert gz.read_bytes() == damaged  # the user's file is left as it was, nothing extracted
+    assert not (gz.parent / "t10k-images-idx3-ubyte").exists()
+    assert not list(gz.parent.glob(".*.tmp"))
+
+
+def test_missing_file_with_download_off_names_it(tmp_path, monkeypatch):
+    _, md5s = make_mnist_gz(tmp_path, "MNIST")
+    use_tiny_md5s(monkeypatch, md5s)
+    (tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetError,
+                       match=r"(?s)nor its \.gz .* for train-labels-idx1-ubyte \(download is off\)"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+_CHILD = """
+import os, sys, time, zlib
+import torchvision.datasets as tvd
+from asknlearn.data import load_dataset
+
+root, go, md5s, download = sys.argv[1], sys.argv[2], dict(a.split("=") for a in sys.argv[4:]), sys.argv[3]
+for cls in (tvd.MNIST, tvd.FashionMNIST):
+    cls.resources = [(n, md5s[n]) for n, _ in cls.resources]
+    cls.mirrors = ["http://127.0.0.1:9/"]
+open(f"{go}.ready.{os.getpid()}", "w").close()
+while not os.path.exists(go):  # start together
+    time.sleep(0.002)
+d = load_dataset("mnist", root, download=download == "1")
+print(len(d.y_train), len(d.y_test), zlib.crc32(d.x_train.numpy().tobytes()), d.y_train.sum().item())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("download", [True, False])
+def test_concurrent_first_loads_on_a_fresh_root_all_succeed(download, tmp_path):
+    """Four processes start together on a root holding only the canonical .gz files (the
+    workflow's first cells on a fresh clone): every one loads the same, whole dataset."""
+    root = tmp_path / "data"
+    arrays, md5s = make_mnist_gz(root, "MNIST", n_train=6000, n_test=1000, seed=3)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(go), "1" if download else "0",
+                               *(f"{k}={v}" for k, v in md5s.items())],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    while len(list(tmp_path.glob("go.ready.*"))) < len(procs):  # every child at the start line
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    go.touch()
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    lines = {out.strip() for out, _ in results}
+    assert len(lines) == 1, lines
+    n_train, n_test, _, label_sum = lines.pop().split()
+    assert (int(n_train), int(n_test)) == (6000, 1000)
+    assert int(label_sum) == int(arrays["train-labels-idx1-ubyte"].sum())
+    raw = root / "MNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*arrays, *md5s])  # no temp file left
