@@ -19,7 +19,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,11 +195,14 @@ def _prepare_lock(folder: Path, name: str) -> Iterator[None]:
     ``name`` are checked and written, so concurrent first loads take turns. The kernel drops
     the lock when its holder dies, even by SIGKILL. A folder that cannot be written needs no
     lock: no process can be writing into it either."""
+    path = folder / f".asknlearn-{name}.lock"
+    fd: int | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f".asknlearn-{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
-        fd = None
+        with suppress(OSError):  # another user's lock file: flock works on a read-only fd too
+            fd = os.open(path, os.O_RDONLY)
     try:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -248,9 +251,12 @@ def _gunzip(gz: Path, out: Path) -> None:
         with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(tmp, out)
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(f"{str(gz)!r} passes its MD5 check but cannot be extracted "
-                           f"({type(exc).__name__}: {exc}); valid: the canonical gzip file") from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{str(gz)!r} passes its MD5 check but is not a whole gzip file "
+                           f"({type(exc).__name__}: {exc}); valid: the canonical archive") from exc
+    except OSError as exc:  # the folder, not the archive: no space, no permission
+        raise DatasetError(f"cannot extract {str(gz)!r} to {str(out)!r}: "
+                           f"{exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -358,9 +364,11 @@ def load_dataset(
     """Load ``name`` once as normalized tensors on ``device``.
 
     ``root`` is the torchvision data root (``$ASKNLEARN_DATA`` or ``./data`` by default).
-    ``download=True`` lets torchvision fetch or extract missing files where it can; with
-    no network, already-present canonical files are used and anything else raises a
-    :class:`DatasetError` that lists the expected files.
+    Canonical MNIST/Fashion-MNIST ``.gz`` archives on disk are checked against their MD5 and
+    extracted whatever ``download`` says (no network needed); ``download=True`` also lets
+    torchvision fetch missing files where the network allows. Anything else raises a
+    :class:`DatasetError` that names the file at fault or lists the expected files. Safe to
+    call from many processes at once on a fresh root (see :func:`_prepare_lock`).
     """
     info = dataset_info(name)
     root = Path(root) if root is not None else default_data_root()

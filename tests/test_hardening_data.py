@@ -10,14 +10,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
+import pickle
 import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +245,62 @@ def test_concurrent_first_loads_on_a_fresh_root_all_succeed(download, tmp_path):
     assert int(label_sum) == int(arrays["train-labels-idx1-ubyte"].sum())
     raw = root / "MNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted([*arrays, *md5s])  # no temp file left
+
+
+def _load_in_thread(*args, **kwargs) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["data"] = load_dataset(*args, **kwargs)
+        except Exception as exc:  # handed to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, box
+
+
+@contextmanager
+def holding(lock: Path) -> Iterator[None]:
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_extraction_waits_for_the_lock_of_another_process(tmp_path, monkeypatch):
+    _, md5s = make_mnist_gz(tmp_path, "MNIST")
+    use_tiny_md5s(monkeypatch, md5s)
+    raw = tmp_path / "MNIST" / "raw"
+    with holding(tmp_path / "MNIST" / ".asknlearn-mnist.lock"):
+        t, box = _load_in_thread("mnist", tmp_path, download=False)
+        t.join(1.0)
+        assert t.is_alive() and not (raw / "train-images-idx3-ubyte").exists()
+    t.join(60)
+    assert "error" not in box and box["data"].x_train.shape == (12, 1, 28, 28)
+
+
+def test_cifar_with_download_on_waits_for_the_lock(tmp_path, monkeypatch):
+    """torchvision may download and unpack CIFAR-10 in place, so that step takes turns too."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch"):
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, 2).tolist()}, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    with holding(tmp_path / ".asknlearn-cifar10.lock"):
+        t, box = _load_in_thread("cifar10", tmp_path, download=True)
+        t.join(1.0)
+        assert t.is_alive()
+    t.join(60)
+    assert "error" not in box and box["data"].x_train.shape == (10, 3, 32, 32)
