@@ -118,7 +118,10 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def cell_id(self) -> str:
-        return f"{self.study}/{self.dataset}/{self.strategy}/seed{self.seed}/noise{self.noise:g}"
+        """``study/dataset/strategy/seedN/noiseR`` with the exact noise rate (never rounded)."""
+        from asknlearn.naming import noise_token
+
+        return f"{self.study}/{self.dataset}/{self.strategy}/seed{self.seed}/noise{noise_token(self.noise)}"
 
 
 _FIELDS = {f.name: f for f in fields(ExperimentConfig)}
