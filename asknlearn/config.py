@@ -10,7 +10,7 @@ of the wrong type or range are :class:`ConfigError`\\ s that name the bad value 
 ones. ``resolve()`` fills the dataset-dependent defaults (protocol sizes, model, augmentation,
 dropout) so the resolved config is exactly what ran, and is what gets logged.
 
-Imports no torch: ``snakemake -n`` and ``asknlearn --help`` stay light.
+Imports no torch, so ``snakemake -n`` stays light.
 """
 
 from __future__ import annotations
@@ -279,12 +279,14 @@ def coerce(name: str, value: Any) -> Any:
                 value = yaml.safe_load(value)
             if not isinstance(value, dict):
                 raise ValueError
-            return string_keys(value, name)
+            mapping = value
     except (ValueError, TypeError, OverflowError, yaml.YAMLError):
         raise ConfigError(
             f"{name}={value!r} is not valid; valid: a value of type {_type_name(name)}"
             + (f" ({f.metadata['valid']})" if f.metadata["valid"] and base is not dict else "")
         ) from None
+    if base is dict:  # outside the try: its own message names the bad key
+        return string_keys(mapping, name)
     raise AssertionError(f"no coercion for {name}: {base}")  # a new field type needs one here
 
 
