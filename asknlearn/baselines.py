@@ -11,8 +11,8 @@ int64 row indices into the pool (on the CPU). The pool fields used here:
 
 Costs at N = 60,000, D = 256, T passes, K classes: margin O(N·K); BALD and PowerBALD
 O(T·N·K) plus a top-b; coreset O(b·N·D) without pruning and much less with it (see
-:func:`k_center_greedy`). ``benchmarks/bench_selectors.py`` times coreset and BALD against
-plain implementations.
+:func:`k_center_greedy`); TypiClust a k-means of the pool into up to 500 clusters.
+``benchmarks/bench_selectors.py`` times coreset and BALD against plain implementations.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from asknlearn.kmeanspp import kmeanspp_factored
 from asknlearn.strategies import Pool
 
 BALD_CHUNK = 8192  # pool rows per float64 chunk of the BALD computation
@@ -335,9 +336,114 @@ class CoresetSelector:
         return k_center_greedy(feats, labeled, b, generator, prune=self.prune)
 
 
+# ---------------------------------------------------------------------------- TypiClust
+def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, *, iters: int = 30,
+           block: int = KCENTER_BLOCK) -> torch.Tensor:
+    """Lloyd's k-means from a k-means++ seeding (Arthur & Vassilvitskii 2007, as sklearn's
+    KMeans; :func:`asknlearn.kmeanspp.kmeanspp_factored` with u = 1 seeds on x itself, drawing
+    from ``generator``). Assignments by blocks of rows (never an N × k matrix at once); stops
+    when no point changes cluster or after ``iters`` rounds. An empty cluster keeps its centre.
+    Returns the (N,) cluster ids."""
+    n = len(x)
+    seeds = kmeanspp_factored(x.new_ones(n, 1), x, k, generator)
+    cent = x[seeds.to(x.device)].double()
+    labels = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    for _ in range(iters):
+        c = cent.to(x.dtype)
+        cn = (cent * cent).sum(1).to(x.dtype)
+        # argmin over centres of ‖c‖² − 2⟨x, c⟩ (‖x‖² is the same for every centre), in the
+        # input dtype: an assignment needs no more precision than the features carry
+        new = torch.cat([torch.addmm(cn, x[s : s + block], c.T, alpha=-2.0).argmin(1)
+                         for s in range(0, n, block)])
+        if torch.equal(new, labels):
+            break
+        labels = new
+        sums = torch.zeros_like(cent)
+        for s in range(0, n, block):
+            sums.index_add_(0, labels[s : s + block], x[s : s + block].double())
+        counts = torch.bincount(labels, minlength=k)
+        full = counts > 0
+        cent[full] = sums[full] / counts[full, None]
+    return labels
+
+
+def typicality(x: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """Typicality (Hacohen et al. 2022, eq. 4): the inverse of the mean squared Euclidean
+    distance to the ``neighbours`` nearest other points (squared, as in their FAISS
+    IndexFlatL2 code; 1e-5 added to the mean as there)."""
+    d2 = torch.cdist(x.double(), x.double()).square_()
+    d2.fill_diagonal_(float("inf"))
+    nearest = torch.topk(d2, neighbours, dim=1, largest=False).values
+    return 1.0 / (nearest.mean(1) + 1e-5)
+
+
+class TypiclustSelector:
+    """TypiClust (Hacohen, Dekel & Weinshall 2022, "Active Learning on a Budget: Opposite
+    Strategies Suit High and Low Budgets"), on the penultimate features.
+
+    The labeled and pool points are clustered together by k-means into min(M + b, 500)
+    clusters; clusters of at most 5 points are dropped; the rest are visited in the order of
+    fewest labeled points, then largest size, cycling when b exceeds their number. From each
+    visited cluster the most typical unlabeled point (:func:`typicality`, among
+    min(20, size // 2) neighbours in the cluster's remaining unlabeled points) is taken. The
+    constants and the visiting rule are those of the authors' code; their features are
+    self-supervised (SimCLR), ours are the trained network's. Their clustering is sklearn's
+    (MiniBatch)KMeans; ours is :func:`kmeans` with ``generator``. Meant for the low-budget
+    regime; its cost is the clustering, O(iters · N · k · D).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"features", "labeled_features"})
+    MIN_CLUSTER_SIZE = 5
+    MAX_CLUSTERS = 500
+    K_NN = 20
+
+    def __init__(self, n_clusters: int | None = None):
+        self.n_clusters = n_clusters
+
+    def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
+        feats = _field(pool, "features")
+        n = len(feats)
+        _check_b(b, n)
+        labeled = getattr(pool, "labeled_features", None)
+        if labeled is None:
+            labeled = feats.new_zeros(0, feats.shape[1])
+        m = len(labeled)
+        allx = torch.cat([feats, labeled.to(feats)]).cpu()
+        k = self.n_clusters or min(m + b, self.MAX_CLUSTERS)
+        labels = kmeans(allx, min(k, len(allx)), generator)
+        sizes = torch.bincount(labels, minlength=k)
+        have = torch.bincount(labels[n:], minlength=k)
+        ids = torch.nonzero(sizes > self.MIN_CLUSTER_SIZE).squeeze(1)
+        # fewest labeled first, then largest (a stable two-key sort)
+        ids = ids[torch.argsort(-sizes[ids], stable=True)]
+        ids = ids[torch.argsort(have[ids], stable=True)]
+        free = labels[:n].clone()  # a pool point's cluster id while unlabeled, then -1
+        picks: list[int] = []
+        idle = i = 0
+        while len(picks) < b and idle < len(ids):
+            members = torch.nonzero(free == ids[i % len(ids)]).squeeze(1)
+            i += 1
+            if len(members) == 0:  # exhausted: the next cluster
+                idle += 1
+                continue
+            idle = 0
+            nn = min(self.K_NN, max(len(members) // 2, 1))
+            best = members[int(typicality(feats[members].cpu(), nn).argmax())] \
+                if len(members) > 1 else members[0]
+            picks.append(int(best))
+            free[best] = -1
+        if len(picks) < b:  # every eligible cluster exhausted: the rest uniformly
+            taken = torch.zeros(n, dtype=torch.bool)
+            taken[torch.tensor(picks, dtype=torch.long)] = True
+            rest = torch.nonzero(~taken).squeeze(1)
+            picks += rest[torch.randperm(len(rest), generator=generator)[: b - len(picks)]].tolist()
+        return torch.tensor(picks, dtype=torch.long)
+
+
 BASELINE_SELECTORS: dict[str, type] = {
     "margin": MarginSelector,
     "coreset": CoresetSelector,
     "bald": BALDSelector,
     "powerbald": PowerBALDSelector,
+    "typiclust": TypiclustSelector,
 }

@@ -18,6 +18,7 @@ from asknlearn.baselines import (
     CoresetSelector,
     MarginSelector,
     PowerBALDSelector,
+    TypiclustSelector,
     bald_scores,
     k_center_greedy,
     power_sample,
@@ -53,9 +54,9 @@ def dense_k_center(x: torch.Tensor, centres: torch.Tensor, b: int) -> list[int]:
 
 # ---------------------------------------------------------------------------- contract
 def test_registry_and_needs():
-    assert set(BASELINE_SELECTORS) == {"margin", "coreset", "bald", "powerbald"}
+    assert set(BASELINE_SELECTORS) == {"margin", "coreset", "bald", "powerbald", "typiclust"}
     assert MarginSelector.needs == {"probs"}
-    assert CoresetSelector.needs == {"features", "labeled_features"}
+    assert CoresetSelector.needs == TypiclustSelector.needs == {"features", "labeled_features"}
     assert BALDSelector.needs == PowerBALDSelector.needs == {"stochastic_probs"}
 
 
@@ -247,6 +248,40 @@ def test_powerbald_favours_high_bald_rows_but_is_not_top_b():
 def test_powerbald_rejects_a_negative_beta():
     with pytest.raises(ValueError, match="beta=-1"):
         PowerBALDSelector(beta=-1)
+
+
+# ---------------------------------------------------------------------------- TypiClust
+def reference_typicality(x: torch.Tensor, nn: int) -> torch.Tensor:
+    """1 / (mean squared distance to the nn nearest other points + 1e-5), by sorting."""
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(2)
+    return 1.0 / (d2.sort(1).values[:, 1 : nn + 1].mean(1) + 1e-5)
+
+
+def test_typiclust_takes_the_most_typical_point_of_uncovered_clusters_largest_first():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]], dtype=torch.float64)
+    sizes = (30, 40, 20)  # blob 0 holds the labeled points; 1 is larger than 2
+    blobs = [c + torch.randn(s, 2, generator=g, dtype=torch.float64)
+             for c, s in zip(centres, sizes, strict=True)]
+    x = torch.cat(blobs)
+    pool = Pool(size=len(x), features=x)
+    pool.labeled_features = centres[:1] + 0.1 * torch.randn(3, 2, generator=g, dtype=torch.float64)
+    picked = TypiclustSelector(n_clusters=3).select(pool, 3, torch.Generator().manual_seed(1))
+    start = [0, 30, 70, 90]
+    want = []
+    for blob in (1, 2, 0):  # uncovered blobs first, larger first; the labeled blob last
+        members = x[start[blob] : start[blob + 1]]
+        want.append(start[blob] + int(reference_typicality(members, min(20, len(members) // 2)).argmax()))
+    assert picked.tolist() == want
+    # the next round visits the same order: a second point from the largest uncovered blob
+    four = TypiclustSelector(n_clusters=3).select(pool, 4, torch.Generator().manual_seed(1))
+    assert four[:3].tolist() == want and 30 <= int(four[3]) < 70
+
+
+def test_typiclust_fills_at_random_when_every_cluster_is_too_small():
+    pool = full_pool(n=12)
+    picked = TypiclustSelector().select(pool, 10, torch.Generator().manual_seed(0))
+    assert len(set(picked.tolist())) == 10
 
 
 # ---------------------------------------------------------------------------- benchmark
