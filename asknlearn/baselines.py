@@ -43,7 +43,7 @@ def _field(pool: Pool, name: str) -> torch.Tensor:
     value = getattr(pool, name, None)
     if value is None:
         raise ValueError(f"pool.{name} is missing; this selector needs it (declared in needs)")
-    return value
+    return value.detach()
 
 
 def _sq_norms(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
@@ -333,6 +333,7 @@ class CoresetSelector:
     def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
         feats = _field(pool, "features")
         labeled = getattr(pool, "labeled_features", None)
+        labeled = None if labeled is None else labeled.detach()
         return k_center_greedy(feats, labeled, b, generator, prune=self.prune)
 
 
@@ -405,8 +406,7 @@ class TypiclustSelector:
         n = len(feats)
         _check_b(b, n)
         labeled = getattr(pool, "labeled_features", None)
-        if labeled is None:
-            labeled = feats.new_zeros(0, feats.shape[1])
+        labeled = feats.new_zeros(0, feats.shape[1]) if labeled is None else labeled.detach()
         m = len(labeled)
         allx = torch.cat([feats, labeled.to(feats)]).cpu()
         k = self.n_clusters or min(m + b, self.MAX_CLUSTERS)
