@@ -18,13 +18,15 @@ O(T·N·K) plus a top-b; coreset O(b·N·D) without pruning and much less with i
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from asknlearn.kmeanspp import kmeanspp_factored
-from asknlearn.strategies import Pool
+
+if TYPE_CHECKING:  # strategies registers these selectors: no import cycle at run time
+    from asknlearn.strategies import Pool
 
 BALD_CHUNK = 8192  # pool rows per float64 chunk of the BALD computation
 KCENTER_BLOCK = 2048  # pool rows per block of the pool × labeled-set distances
