@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
+from asknlearn.baselines import BASELINE_SELECTORS
 from asknlearn.errors import ConfigError
 from asknlearn.names import LOSSES, PSEUDO_LABELERS, STOCHASTIC_LOSSES
 
@@ -106,6 +107,9 @@ SELECTORS: dict[str, type] = {
     "confidence": ConfidenceSelector,
     "entropy": EntropySelector,
     "badge": GradientKMeansPP,
+    # the field's standard batch-AL baselines (asknlearn/baselines.py): margin, coreset, bald,
+    # powerbald, typiclust
+    **BASELINE_SELECTORS,
 }
 NETWORKS = ("auto", "plain", "stochastic")
 
@@ -198,6 +202,9 @@ STRATEGIES: dict[str, StrategySpec] = {
     # the control that separates VWCC's loss from its network: BADGE trained with cross-entropy
     # on the same stochastic (dropout) network as the VWCC strategies
     "badge-dropout": StrategySpec("ce", "argmax", "badge", network="stochastic"),
+    # baselines beyond the paper, each trained with cross-entropy; bald and powerbald run on the
+    # stochastic network (their selectors need MC-dropout inferences)
+    **{name: StrategySpec("ce", "argmax", name) for name in BASELINE_SELECTORS},
 }
 PAPER_STRATEGIES = (
     "random", "confidence", "entropy", "badge", "ask-n-learn-lwcc", "ask-n-learn-vwcc",
