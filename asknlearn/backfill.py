@@ -12,14 +12,12 @@ second run for a cell (runs are found by their ``asknlearn.cell`` tag) nor a sec
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asknlearn.cli import command
-from asknlearn.errors import AskNLearnError, ConfigError
+from asknlearn.errors import ConfigError
 
 ROUNDS_FILE = "rounds.csv"
 CONFIG_FILE = "config.yaml"
@@ -116,45 +114,3 @@ def backfill_cell(client, cell_dir: Path, experiment: str | None = None) -> Cell
         retry(lambda: client.set_terminated(run_id, "FINISHED", end_time=end))
         finished_now = True
     return CellOutcome(cell_id(cfg), run_id, created, len(todo), finished_now)
-
-
-def _backfill_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="cell folders (rounds.csv + config.yaml) or folders above them")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
-    p.add_argument("--experiment", default=None,
-                   help="MLflow experiment (default: each cell's own, i.e. its study)")
-
-
-def _backfill(args: argparse.Namespace) -> int:
-    from asknlearn.tracking import TrackingError, client_for, tracking_uri
-
-    uri = tracking_uri(args.tracking_uri)
-    if uri is None:
-        raise ConfigError("no tracking URI; valid: --tracking-uri URI or $MLFLOW_TRACKING_URI")
-    cells = find_cells(args.run_dirs)
-    for c in cells:  # every table is read before the store is touched: bad input writes nothing
-        read_cell(c)
-    created = points = finished = 0
-    try:
-        client = client_for(uri)
-        for c in cells:
-            out = backfill_cell(client, c, args.experiment)
-            print(out.describe(), flush=True)
-            created += out.created
-            points += out.points
-            finished += out.finished_now
-    except AskNLearnError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        raise TrackingError(f"tracking store {uri!r} failed ({type(exc).__name__}: {first}); "
-                            "nothing is lost: rerun the same command when it is back") from exc
-    print(f"backfilled {len(cells)} cells into {uri}: {created} runs created, "
-          f"{points} metric points logged, {finished} runs marked FINISHED")
-    return 0
-
-
-_backfill.add_args = _backfill_args  # type: ignore[attr-defined]
-command("backfill", "copy cell tables into MLflow (after an outage) without duplicating runs")(_backfill)

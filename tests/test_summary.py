@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from asknlearn.report import at_labels_markdown
+from asknlearn.results import at_labels_markdown
 
 
 def test_at_labels_table_pairs_by_seed():

@@ -1,4 +1,4 @@
-"""The Snakemake workflow and the study-level report code (asknlearn/report.py).
+"""The Snakemake workflow and the study-level report code (asknlearn/results.py, asknlearn/plots.py).
 
 Workflow runs use a copy of the workflow in a temp dir and ``--workflow-profile none`` (no
 conda, no GPU); the end-to-end test runs a tiny digits study: 2 strategies × 2 seeds × 2 rounds.
@@ -245,7 +245,7 @@ def test_quickstart_end_to_end(tmp_path):
 
     # the tidy table: one row per cell and round, every metric
     df = pd.read_csv(out / "rounds.csv")
-    from asknlearn.report import REQUIRED_COLUMNS
+    from asknlearn.results import REQUIRED_COLUMNS
     assert list(df.columns[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
     assert {"train_seconds", "selection_seconds", "wrong_label_fraction"} <= set(df.columns)
     assert len(df) == 2 * 2 * 3  # strategies × seeds × (seed round + 2 rounds)
@@ -289,7 +289,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert counts["al_cell"] == 2 and "init_store" not in counts
 
 
-# ---------------------------------------------------------------------------- report.py
+# ---------------------------------------------------------------------------- results.py
 def _table(curves: dict[tuple[str, int], list[float]], labels=(10, 20, 30)) -> pd.DataFrame:
     rows = []
     for (strategy, seed), accs in curves.items():
@@ -301,7 +301,7 @@ def _table(curves: dict[tuple[str, int], list[float]], labels=(10, 20, 30)) -> p
 
 
 def test_summary_aulc_target_and_paired_deltas():
-    from asknlearn.report import summarize
+    from asknlearn.results import summarize
 
     df = _table({("random", 0): [0.5, 0.6, 0.7], ("random", 1): [0.4, 0.5, 0.6],
                  ("badge", 0): [0.5, 0.8, 0.9], ("badge", 1): [0.4, 0.6, 0.8]})
@@ -322,7 +322,7 @@ def test_summary_aulc_target_and_paired_deltas():
 
 
 def test_aggregate_refuses_duplicates_and_bad_tables(tmp_path):
-    from asknlearn.report import ReportError, aggregate
+    from asknlearn.results import ReportError, aggregate
 
     df = _table({("random", 0): [0.5, 0.6, 0.7]})
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"

@@ -1,6 +1,11 @@
 # Study-level outputs: the tidy table (the contract every plot reads), the figures and the
 # summary. Light jobs: they run on the machine that runs snakemake, also under SLURM.
 
+from asknlearn.plots import PlotConfig
+
+# the plot: block as `asknlearn plot` flags; a bad block stops the workflow before any job
+PLOT_FLAGS = PlotConfig.from_block(config["plot"]).to_args()
+
 
 localrules:
     aggregate,
@@ -62,9 +67,10 @@ rule plot_curves:
         asknlearn=ASKNLEARN,
         dataset="{dataset}",
         noise="{noise}",
+        look=PLOT_FLAGS,
     shell:
         "{params.asknlearn} plot curves --rounds {input.rounds:q} --dataset {params.dataset} "
-        "--noise {params.noise} --out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
+        "--noise {params.noise} {params.look} --out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
 
 
 rule plot_noisy_oracle:
@@ -89,9 +95,10 @@ rule plot_noisy_oracle:
     params:
         asknlearn=ASKNLEARN,
         dataset="{dataset}",
+        look=PLOT_FLAGS,
     shell:
         "{params.asknlearn} plot noise --rounds {input.rounds:q} --dataset {params.dataset} "
-        "--out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
+        "{params.look} --out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
 
 
 rule plot_reliability:
@@ -121,9 +128,10 @@ rule plot_reliability:
         asknlearn=ASKNLEARN,
         dataset="{dataset}",
         noise="{noise}",
+        look=PLOT_FLAGS,
     shell:
         "{params.asknlearn} plot reliability --reliability {input.reliability:q} "
-        "--dataset {params.dataset} --noise {params.noise} "
+        "--dataset {params.dataset} --noise {params.noise} {params.look} "
         "--out {output.png:q} --out {output.pdf:q} > {log:q} 2>&1"
 
 
