@@ -204,3 +204,23 @@ def test_plot_block_round_trips_through_the_flags():
     assert _plot_config(defaults) == plots.PlotConfig.from_block({}) == plots.PlotConfig()
     with pytest.raises(ReportError, match=r"plot keys \['colour'\] are not valid"):
         plots.PlotConfig.from_block({"colour": "red"})
+
+
+# ---------------------------------------------------------------------------- layering
+def test_cli_owns_the_commands_and_imports_stay_light():
+    """results/plots/backfill never import the CLI (it imports them), and importing the CLI
+    loads none of torch, pandas or matplotlib: `asknlearn --help` stays instant."""
+    import subprocess
+    import sys
+
+    for mod in ("results", "plots", "backfill"):
+        assert "asknlearn.cli" not in (ROOT / "asknlearn" / f"{mod}.py").read_text()
+    code = ("import sys, asknlearn.cli; "
+            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
+    from asknlearn.cli import COMMANDS
+
+    assert list(COMMANDS) == ["run", "strategies", "init-store", "backfill", "aggregate", "plot",
+                              "summarize"]
