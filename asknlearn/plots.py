@@ -136,8 +136,9 @@ class PlotConfig:
         plot rules pass them)."""
         import shlex
 
-        args = ["--width", f"{self.width:g}", "--row-height", f"{self.row_height:g}",
-                "--font-scale", f"{self.font_scale:g}", "--accuracy-unit", self.accuracy_unit,
+        # str() of a float is its shortest round-trip form: the flags give back the same config
+        args = ["--width", str(self.width), "--row-height", str(self.row_height),
+                "--font-scale", str(self.font_scale), "--accuracy-unit", self.accuracy_unit,
                 "--dpi", str(self.dpi)]
         if self.strategies:
             args += ["--strategies", ",".join(self.strategies)]
@@ -207,6 +208,11 @@ def save(fig: Figure, outs: Sequence[str | Path], cfg: PlotConfig | None = None)
                                                              bbox_inches="tight"))
 
 
+def _pct(rate: float) -> str:
+    """A noise rate as a percentage without rounding it away (0.125 -> 12.5%)."""
+    return f"{100 * rate:.4g}%"
+
+
 def _seeds_text(sel: pd.DataFrame) -> str:
     n = sel.groupby(["strategy", "noise"])["seed"].nunique()
     return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
@@ -229,6 +235,7 @@ def curves_figure(df: pd.DataFrame, dataset: str, noise: float | None = None, by
     nrow = rows_per_noise * len(noises)
     stats = (sel[sel["strategy"].isin(order)]
              .groupby(["noise", "strategy", "labels"])[list(METRICS)].agg(["mean", "std"]))
+    drawn = set(stats.index.droplevel("labels"))
     with _paper_style(cfg):
         fig, axes = plt.subplots(nrow, ncol, figsize=(cfg.width, cfg.row_height * nrow),
                                  squeeze=False, sharex=True, layout="constrained")
@@ -237,10 +244,9 @@ def curves_figure(df: pd.DataFrame, dataset: str, noise: float | None = None, by
                 ax = axes[i * rows_per_noise + j // ncol, j % ncol]
                 scale, ylabel = cfg.unit(metric)
                 for s in order:
-                    key = (r, s)
-                    if key not in stats.index.droplevel("labels"):
+                    if (r, s) not in drawn:
                         continue
-                    g = stats.loc[key]
+                    g = stats.loc[(r, s)]
                     x = g.index.to_numpy(float)
                     m = g[(metric, "mean")].to_numpy(float) * scale
                     sd = g[(metric, "std")].fillna(0.0).to_numpy(float) * scale
@@ -250,7 +256,7 @@ def curves_figure(df: pd.DataFrame, dataset: str, noise: float | None = None, by
                     ax.fill_between(x, m - sd, m + sd, color=st.colour, alpha=0.15, linewidth=0)
                 ax.set_ylabel(ylabel)
                 if by_noise and j % ncol == 0:
-                    ax.set_ylabel(f"noise {r:.0%}\n{ylabel}")
+                    ax.set_ylabel(f"noise {_pct(r)}\n{ylabel}")
                 if i * rows_per_noise + j // ncol == nrow - 1:
                     ax.set_xlabel("labelled examples")
         if by_noise:  # a metric's panels share y-limits across noise levels
@@ -266,8 +272,9 @@ def curves_figure(df: pd.DataFrame, dataset: str, noise: float | None = None, by
                    ncol=max(1, min(len(order), int(cfg.width / 1.15))), frameon=False)
         if cfg.title:
             what = ("noisy oracle, rows: oracle noise" if by_noise
-                    else f"oracle noise {noises[0]:.0%}")
-            fig.suptitle(f"{dataset} ({what}): mean ± sd over {_seeds_text(sel)} seeds")
+                    else f"oracle noise {_pct(noises[0])}")
+            seeds = _seeds_text(sel[sel["strategy"].isin(order)])
+            fig.suptitle(f"{dataset} ({what}): mean ± sd over {seeds} seeds")
     return fig
 
 
@@ -359,7 +366,7 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
                            loc="upper left", frameon=False)
         if cfg.title:
             final = int(sel["round"].max())
-            fig.suptitle(f"{dataset}, oracle noise {noise:.0%}: reliability of the final model "
+            fig.suptitle(f"{dataset}, oracle noise {_pct(noise)}: reliability of the final model "
                          f"(round {final}; bins pooled over seeds)")
     return fig
 

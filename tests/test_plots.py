@@ -95,6 +95,7 @@ def test_noise_rows_share_y_limits_per_metric():
     acc_lo, acc_hi = axes[0, 0].get_ylim()
     assert acc_lo < 100 * (0.5 - 0.2) and acc_hi > 100 * 0.8
     assert axes[0, 0].get_ylabel().endswith("test accuracy (%)")
+    assert axes[1, 0].get_ylabel().startswith("noise 10%\n")
 
 
 def test_axes_have_units_and_page_size():
@@ -192,7 +193,7 @@ def test_plot_block_round_trips_through_the_flags():
 
     from asknlearn.cli import _plot_config, build_parser
 
-    block = {"width": 3.4, "row_height": 1.5, "font_scale": 1.2, "dpi": 200,
+    block = {"width": 3.4, "row_height": 1.2345678901, "font_scale": 1.2, "dpi": 200,
              "accuracy_unit": "fraction", "title": False, "strategies": ["badge", "random"],
              "display_names": {"badge": "BADGE (ours)", "random": "Random's pick"}}
     cfg = plots.PlotConfig.from_block(block)
