@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from asknlearn.errors import ConfigError
 
-# the report selects a noise level with this tolerance (asknlearn/report.py `_select`); levels
+# the results and plots select a noise level with this tolerance (asknlearn/results.py `select`); levels
 # closer than it would be drawn in one figure, so they are refused up front
 NOISE_RESOLUTION = 1e-9
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asknlearn.naming import NOISE_RESOLUTION
 from asknlearn.results import (
     CELL_KEYS,
     METRICS,
@@ -309,8 +310,8 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
     import matplotlib.pyplot as plt
 
     cfg = cfg or PlotConfig()
-    sel = rel[(rel["dataset"] == dataset) & ((rel["noise"].astype(float) - noise).abs() < 1e-9)] \
-        if len(rel) else rel
+    sel = rel[(rel["dataset"] == dataset)
+              & ((rel["noise"].astype(float) - noise).abs() < NOISE_RESOLUTION)] if len(rel) else rel
     with _paper_style(cfg):
         if sel.empty:
             fig, ax = plt.subplots(figsize=(cfg.width, 1.2))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asknlearn.errors import AskNLearnError
+from asknlearn.naming import NOISE_RESOLUTION
 
 if TYPE_CHECKING:  # pandas stays lazy: the CLI imports this module for every command
     import pandas as pd
@@ -139,7 +140,7 @@ def select(df: pd.DataFrame, dataset: str, noise: float | None) -> pd.DataFrame:
     naming the (dataset, noise) pairs the table has when there are none."""
     sel = df[df["dataset"] == dataset]
     if noise is not None:
-        sel = sel[(sel["noise"].astype(float) - noise).abs() < 1e-9]
+        sel = sel[(sel["noise"].astype(float) - noise).abs() < NOISE_RESOLUTION]
     if sel.empty:
         have = sorted({(d, float(n)) for d, n in zip(df["dataset"], df["noise"], strict=True)})
         raise ReportError(f"no rows for dataset={dataset!r} noise={noise!r}; valid: {have}")
