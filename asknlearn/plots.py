@@ -304,10 +304,11 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
                        cfg: PlotConfig | None = None) -> Figure:
     """Reliability diagram of each strategy's final round, in the curves' colours: bars of
     accuracy per confidence bin, the gap to the bin's confidence hatched, and under each panel
-    the bin counts (log scale). A bar's opacity grows with its count, so a bin of one sample
-    reads as the weak evidence it is, not as an outlier. A figure saying so when no cell has
+    the bin counts (log scale). A bar's opacity grows with its count (log scale), so a bin of one
+    sample reads as the weak evidence it is, not as an outlier. A figure saying so when no cell has
     per-bin data, so the workflow's outputs exist either way."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     cfg = cfg or PlotConfig()
     sel = rel[(rel["dataset"] == dataset)
@@ -335,7 +336,8 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
             ax, axc = fig.add_subplot(sub[0]), fig.add_subplot(sub[1])
             b, st = bins[strat], style_for(strat, cfg.names)
             width = (b["upper"] - b["lower"]).to_numpy(float)
-            weight = (b["count"] / top).clip(lower=0).pow(0.5).to_numpy(float)
+            # log scale, like the count strip: 1 sample -> faint, the fullest bin -> opaque
+            weight = (np.log1p(b["count"].to_numpy(float)) / np.log1p(top)).clip(0, 1)
             alpha = 0.15 + 0.85 * weight
             ax.bar(b["lower"], b["acc"], width=width, align="edge",
                    color=[(*_rgb(st.colour), a) for a in alpha], edgecolor="white", linewidth=0.4)
