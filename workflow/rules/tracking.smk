@@ -1,5 +1,5 @@
 # MLflow: the study's parent run gets the study's tables, summary and figures once they exist.
-# The Snakefile includes this after report.smk and adds tracking_outputs() to `rule all`.
+# The Snakefile includes this after report.smk and adds TRACKING_OUTPUTS to `rule all`.
 # init_store (al.smk) created the parent run the cells nest under; with the store down, both
 # rules warn and write their flags, and `asknlearn backfill results/<study>` catches up later.
 
@@ -9,11 +9,8 @@ localrules:
 
 
 STUDY_LOGGED = f"{OUT}/.mlflow-study-logged"
-
-
-def tracking_outputs() -> list[str]:
-    """The log_study flag, when MLflow tracking is on."""
-    return [STUDY_LOGGED] if tracking_uri() else []
+# the targets `rule all` adds: the log_study flag, when MLflow tracking is on
+TRACKING_OUTPUTS = [STUDY_LOGGED] if TRACKING_URI else []
 
 
 rule log_study:
@@ -30,7 +27,7 @@ rule log_study:
         asknlearn=ASKNLEARN,
         uri=TRACKING_URI,
         study=STUDY,
-        study_dir=OUT,
+        study_dir=lambda wc, output: Path(output[0]).parent,
     shell:
         "{params.asknlearn} log-study {params.study_dir:q} --tracking-uri {params.uri:q} "
         "--experiment {params.study:q} --study {params.study:q} --if-down warn --out {output:q} "
