@@ -533,7 +533,7 @@ class NullTracker:
 
 
 # runs opened by a tracker of this process and not ended yet, by run id (the newest tracker
-# of a run wins): ended FAILED (or KILLED after SIGINT) when the process exits without
+# of a run wins): ended FAILED (or KILLED after SIGINT) when the process exits with them open
 _OPEN: dict[str, MlflowTracker] = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -548,6 +548,11 @@ def _end_open_runs() -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
     for tracker in list(_OPEN.values()):
+        try:  # another process may have resumed and finished the run since: leave it be
+            if tracker.client.get_run(tracker.run_id).info.status != "RUNNING":
+                continue
+        except Exception:
+            continue
         tracker.fail("KILLED" if tracker.interrupted else "FAILED")
 
 

@@ -299,3 +299,24 @@ def test_a_crashed_cell_ends_its_run_failed(server, tmp_path):
     assert [s for s, _ in rest_history(server, run["info"]["run_id"], "test/accuracy")] == [20]
     if LOOP_PASSES_OUT_DIR:
         assert "rounds.csv" in artifacts(server, run["info"]["run_id"])
+
+
+@pytest.mark.slow
+def test_system_metrics_are_opt_in(tmp_path, monkeypatch):
+    """ASKNLEARN_SYSTEM_METRICS=1 adds MLflow's system/ metrics to the cell's run; unset, none."""
+    pytest.importorskip("psutil")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    cfg = dict(study="sys", dataset="digits", strategy="random", noise=0.0, device="cpu")
+    system = {}
+    for seed, opt_in in ((0, "0"), (1, "1")):
+        monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, opt_in)
+        t = tracking.MlflowTracker(uri, "sys")
+        rid = t.start({**cfg, "seed": seed})
+        t.log_round(dict(labels=20, round=0, accuracy=0.5, timestamp_ms=1))
+        time.sleep(1.5)
+        t.finish()
+        run = t.client.get_run(rid)
+        assert run.info.status == "FINISHED"
+        system[opt_in] = {k for k in run.data.metrics if k.startswith("system/")}
+    assert system["0"] == set() and "system/cpu_utilization_percentage" in system["1"], system
