@@ -207,7 +207,9 @@ def log_study(client, study_dir: Path, experiment: str | None = None,
 
 def _backfill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="cell folders (rounds.csv + config.yaml) or folders above them")
+                   help="cell folders (rounds.csv + config.yaml) or folders above them; a "
+                        "study folder (results/<study>) also gets its tables and figures logged "
+                        "to the study's parent run")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--experiment", default=None,

@@ -335,27 +335,33 @@ def provenance_tags(device: Any = None) -> dict[str, str]:
     return tags
 
 
-def _quote(value: str) -> str:
-    return f'"{value}"' if "'" in value else f"'{value}'"
+def _search_tag(client, exp_id: str, key: str, value: str):
+    """The oldest run of ``exp_id`` whose tag ``key`` is exactly ``value``, or None.
+
+    MLflow's filter strings cannot quote a value holding both quote characters: such a value
+    is searched with LIKE, its quotes as ``_`` wildcards, and matched exactly here."""
+    if "'" in value and '"' in value:
+        pattern = value.replace("'", "_").replace('"', "_")
+        flt, limit = f"tags.`{key}` LIKE '{pattern}'", 1000
+    else:
+        flt, limit = f"tags.`{key}` = " + (f'"{value}"' if "'" in value else f"'{value}'"), 1
+    found = retry(lambda: client.search_runs(
+        [exp_id], filter_string=flt, order_by=["attributes.start_time ASC"], max_results=limit))
+    return next((r for r in found if r.data.tags.get(key) == value), None)
 
 
 def find_run(client, exp_id: str, cell: str):
     """The run of ``cell`` in ``exp_id`` (the oldest, should duplicates exist), or None."""
-    found = retry(lambda: client.search_runs(
-        [exp_id], filter_string=f"tags.`{CELL_TAG}` = {_quote(cell)}",
-        order_by=["attributes.start_time ASC"], max_results=1))
-    return found[0] if found else None
+    return _search_tag(client, exp_id, CELL_TAG, cell)
 
 
 def study_run(client, exp_id: str, study: str, create: bool = False):
     """The parent run of ``study`` (tagged ``asknlearn.study_run``): found, or created when
     ``create``. Only single-process commands create it (``init-store``, ``log-study``,
     ``backfill``), so parallel cells never race to make two."""
-    found = retry(lambda: client.search_runs(
-        [exp_id], filter_string=f"tags.`{STUDY_TAG}` = {_quote(study)}",
-        order_by=["attributes.start_time ASC"], max_results=1))
-    if found:
-        return found[0]
+    found = _search_tag(client, exp_id, STUDY_TAG, study)
+    if found is not None:
+        return found
     if not create:
         return None
     tags = {STUDY_TAG: study, "study": study, "mlflow.runName": f"{study} (study)"}

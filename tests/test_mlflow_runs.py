@@ -320,3 +320,18 @@ def test_system_metrics_are_opt_in(tmp_path, monkeypatch):
         assert run.info.status == "FINISHED"
         system[opt_in] = {k for k in run.data.metrics if k.startswith("system/")}
     assert system["0"] == set() and "system/cpu_utilization_percentage" in system["1"], system
+
+
+def test_a_study_name_with_both_quote_characters_finds_its_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = """it's "quoted" """
+    client = tracking.client_for(uri)
+    exp = tracking.experiment_id(client, "q")
+    parent = tracking.study_run(client, exp, study, create=True)
+    assert tracking.study_run(client, exp, study).info.run_id == parent.info.run_id
+    assert tracking.study_run(client, exp, study.replace("'", "_")) is None  # exact, not LIKE
+    cfg = dict(study=study, dataset="digits", strategy="random", seed=0, noise=0.0)
+    run, created = tracking.ensure_run(client, exp, cfg)
+    again, created_again = tracking.ensure_run(client, exp, cfg)
+    assert created and not created_again and again.info.run_id == run.info.run_id
+    assert again.data.tags[tracking.PARENT_TAG] == parent.info.run_id
