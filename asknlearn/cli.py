@@ -84,20 +84,36 @@ command("strategies", "list the registered strategies and what they are made of"
 def _init_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", required=True, help="MLflow tracking URI (sqlite:///ABS/PATH.db, http://...)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (the study)")
-    p.add_argument("--out", help="file to write the experiment id to (a workflow flag file)")
+    p.add_argument("--study", help="study of the parent run the cells nest under (default: the experiment)")
+    p.add_argument("--out", help="file to write the experiment and parent run ids to (a workflow flag file)")
+    p.add_argument("--if-down", choices=("fail", "warn"), default="fail",
+                   help="when the store cannot be reached: fail (exit 1), or warn once, write "
+                        "--out anyway and exit 0 so the cells run untracked (the workflow's "
+                        "choice; `asknlearn backfill` fills the store in later)")
 
 
 def _init_store(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from asknlearn.tracking import init_store
+    from asknlearn.loop import atomic_write
+    from asknlearn.tracking import TrackingError, init_store
 
-    exp_id = init_store(args.tracking_uri, args.experiment)
-    print(f"MLflow store {args.tracking_uri} ready: experiment {args.experiment!r} id {exp_id}")
+    try:
+        exp_id, parent = init_store(args.tracking_uri, args.experiment, args.study)
+    except TrackingError as exc:
+        if args.if_down != "warn":
+            raise
+        print(f"asknlearn: warning: {exc}. The cells run untracked (their tables are the source "
+              f"of truth); fill the store in later with: asknlearn backfill results/"
+              f"{args.study or args.experiment} --tracking-uri {args.tracking_uri}",
+              file=sys.stderr, flush=True)
+        text = "untracked\n"
+    else:
+        print(f"MLflow store {args.tracking_uri} ready: experiment {args.experiment!r} id {exp_id}, "
+              f"study run {parent}")
+        text = f"{exp_id}\n{parent}\n"
     if args.out:
-        from asknlearn.loop import atomic_write
-
-        atomic_write(Path(args.out), lambda p: Path(p).write_text(f"{exp_id}\n"))
+        atomic_write(Path(args.out), lambda p: Path(p).write_text(text))
     return 0
 
 
