@@ -360,7 +360,8 @@ class Cell:
         # on a resume the tracker also logs finished rounds the run lacks (a job killed
         # between saving a round and logging it, or a tracking outage)
         run_id = self.tracker.start(c.to_dict(), state["run_id"] if state else None,
-                                    state["rows"] if state else ())
+                                    state["rows"] if state else (), out_dir=self.out,
+                                    device=self.device)
         y_cpu = self.data.y_train.cpu()
         if state is None:
             labeled = seed_set
@@ -439,6 +440,11 @@ def _fmt(v: float) -> str:
 
 def run_cell(cfg: ExperimentConfig, out_dir: str | os.PathLike, **kw) -> pd.DataFrame:
     """Run (or resume, or skip if finished) one cell; returns its per-round table."""
-    return Cell(cfg, out_dir, **kw).run()
+    cell = Cell(cfg, out_dir, **kw)
+    try:
+        return cell.run()
+    except BaseException as exc:  # the MLflow run ends KILLED (interrupt) or FAILED
+        cell.tracker.fail(exc)
+        raise
 
 
