@@ -20,9 +20,8 @@ from typing import Any
 
 from asknlearn.cli import command
 from asknlearn.errors import AskNLearnError, ConfigError
+from asknlearn.records import CONFIG_FILE, ROUNDS_FILE
 
-ROUNDS_FILE = "rounds.csv"
-CONFIG_FILE = "config.yaml"
 _REQUIRED = ("study", "dataset", "strategy", "seed", "noise", "budget", "query_size")
 
 

@@ -30,17 +30,8 @@ from typing import Any, TypeVar
 
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import noise_token
+from asknlearn.records import METRIC_COLUMNS
 
-METRIC_COLUMNS = (
-    "accuracy", "ece", "nll", "brier", "train_epochs", "train_accuracy", "train_seconds",
-    "inference_seconds", "selection_seconds", "round_seconds", "wrong_label_fraction",
-    "val_accuracy", "val_ece", "val_nll", "val_brier",
-    "alpha_mean", "alpha_median", "alpha_p90",
-    "val_pseudo_label_accuracy", "val_refined_fraction", "val_refined_argmax_accuracy",
-    "val_refined_accuracy",
-    "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
-    "oracle_refined_accuracy",
-)
 LOGGED_KEYS = METRIC_COLUMNS + ("round",)
 CELL_TAG = "asknlearn.cell"
 # keys of the resolved config.yaml that are not config fields
