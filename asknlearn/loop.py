@@ -7,6 +7,9 @@ Reproducibility and pairing: every random draw comes from a generator seeded by 
 (seed, purpose, round), never from the strategy. So for one seed all strategies share S, the
 initial weights of every round and the training batch order; and a resumed run draws exactly
 what an uninterrupted one would, without saving RNG states.
+
+The cell folder (its files, the row's columns, the lock, the checksummed state) is declared in
+:mod:`asknlearn.records`; :class:`CellStore` is the loop's view of it.
 """
 
 from __future__ import annotations
