@@ -66,11 +66,5 @@ class Augment:
         return self.apply(x, *self.draw(len(x), generator), pad_value=pad_value)
 
 
-# Defaults per dataset family, chosen on a validation split held out of the Fashion-MNIST pool
-# for the MNIST family (docs/hyperparameters.md, `python -m asknlearn.tune`); the standard
-# label-preserving ones for the others: crop + flip for CIFAR-10, crop without flip for SVHN.
-FAMILY_AUGMENT = {
-    "mnist": {"shift": 2, "flip": False},
-    "cifar": {"shift": 4, "flip": True},
-    "svhn": {"shift": 4, "flip": False},
-}
+# Defaults per dataset family: asknlearn/names.py (each dataset's entry holds its own)
+from asknlearn.names import FAMILY_AUGMENT  # noqa: E402,F401

@@ -29,22 +29,17 @@ def command(name: str, help_: str):
 
 # ---------------------------------------------------------------------------- run
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from asknlearn.config import ExperimentConfig
+    from asknlearn.config import add_config_arguments
 
     p.add_argument("--config", action="append", default=[],
                    help="YAML file(s) of config keys (later files and flags override)")
     p.add_argument("--out", required=True, help="output folder of this cell")
     p.add_argument("--quiet", action="store_true", help="no per-round lines")
-    for f in fields(ExperimentConfig):
-        if f.name == "strategies":
-            continue
-        # values stay strings here: config coercion gives the one clear message for bad ones
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                       metavar=f.name.upper(), help=f"(default: {f.default!r})")
+    add_config_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from asknlearn.config import from_mapping, load_yaml
+    from asknlearn.config import from_mapping, load_yaml, tracking_warning
     from asknlearn.loop import run_cell
 
     values: dict = {}
@@ -57,6 +52,11 @@ def _run(args: argparse.Namespace) -> int:
         if v is not None:
             values[f.name] = v
     cfg = from_mapping(values)
+    if not args.quiet and (chosen := cfg.chosen_defaults()):
+        print(f"defaults for dataset {cfg.dataset!r}: "
+              + " ".join(f"{k}={v}" for k, v in chosen.items()), flush=True)
+    if warning := tracking_warning(cfg, "tracking" in values):
+        print(f"asknlearn: {warning}", file=sys.stderr, flush=True)
     run_cell(cfg, args.out, log=(lambda s: None) if args.quiet else None)
     return 0
 
@@ -67,15 +67,16 @@ command("run", "run (or resume) one active-learning cell")(_run)
 
 # ---------------------------------------------------------------------------- strategies
 def _strategies(args: argparse.Namespace) -> int:
-    from asknlearn.strategies import SELECTORS, STRATEGIES
+    from asknlearn.config import custom_strategies
+    from asknlearn.strategies import describe
 
-    print(f"{'strategy':<20} {'loss':<6} {'pseudo_labels':<14} selector (needs)")
-    for name, s in STRATEGIES.items():
-        needs = ", ".join(sorted(SELECTORS[s.selector].needs)) or "-"
-        print(f"{name:<20} {s.loss:<6} {s.pseudo_labels:<14} {s.selector} ({needs})")
+    print("\n".join(describe(custom_strategies(args.configfile) if args.configfile else None)))
     return 0
 
 
+_strategies.add_args = lambda p: p.add_argument(  # type: ignore[attr-defined]
+    "--configfile", help="also list the strategies a run config (strategies:) or a workflow "
+                         "config (experiment.strategies, overrides.*.strategies) defines")
 command("strategies", "list the registered strategies and what they are made of")(_strategies)
 
 

@@ -1,84 +1,147 @@
-"""One experiment cell's configuration: defaults, validation and resolution.
+"""One experiment cell's configuration, declared once: defaults, meaning, validity, coercion.
 
-Every key has a default here; YAML files and CLI flags override them. Unknown keys and
-values of the wrong type or range are :class:`ConfigError`\\ s that name the bad value and
-the valid ones. ``resolve()`` fills the dataset-dependent defaults (model, augmentation,
+Every key of :class:`ExperimentConfig` is declared with :func:`key`: its default, a help text,
+the values it accepts and whether it is runtime-only (does not change what a cell computes).
+From that one declaration come the ``asknlearn run`` flags and their ``--help``
+(:func:`add_config_arguments`), the type coercion of YAML and CLI values (from the type hints),
+the range checks (:func:`validate`), :data:`RUNTIME_KEYS`, :data:`WORKFLOW_KEYS` and the
+workflow schema's ``experiment`` properties (:func:`experiment_schema`). Unknown keys and values
+of the wrong type or range are :class:`ConfigError`\\ s that name the bad value and the valid
+ones. ``resolve()`` fills the dataset-dependent defaults (protocol sizes, model, augmentation,
 dropout) so the resolved config is exactly what ran, and is what gets logged.
+
+Imports no torch, so ``snakemake -n`` stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from asknlearn.augment import FAMILY_AUGMENT
-from asknlearn.data import DATASETS
+from asknlearn import __version__
 from asknlearn.errors import ConfigError
-from asknlearn.models import MODELS
+from asknlearn.names import DATASETS, DEFAULT_DROPOUT, MODELS, dataset_info
 from asknlearn.strategies import resolve_strategy
 
-# rate of each model's stochastic layers when `dropout` is not set: the MLP's from the
-# validation-split study on Fashion-MNIST (docs/hyperparameters.md); ResNet-18: Huang et al.'s
-# stochastic-depth rule (last block dropped with probability 0.5), as Seo et al. (2019) use;
-# VGG-16: not tuned here (no CIFAR/SVHN data on our machines), a common MC-dropout rate.
-DEFAULT_DROPOUT = {"mlp": 0.3, "resnet18": 0.5, "vgg16": 0.3}
+__all__ = [
+    "DEFAULT_DROPOUT", "RUNTIME_KEYS", "WORKFLOW_KEYS", "ExperimentConfig", "add_config_arguments",
+    "check_pool_size", "coerce", "experiment_schema", "flag_value", "from_mapping", "load_yaml",
+    "validate",
+]
+
+_MISSING = dataclasses.MISSING
+
+
+def key(default: Any = _MISSING, help: str = "", *, valid: str = "",  # noqa: A002
+        choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
+        lo_open: bool = False, hi_open: bool = False, runtime: bool = False,
+        workflow: bool = False, default_factory: Any = _MISSING) -> Any:
+    """Declare a config key: its default and ``help``; ``valid`` (the message's "valid: ...")
+    with the range [lo, hi] (``lo_open``/``hi_open`` make an end open) or the ``choices`` it
+    accepts; ``runtime``: it does not change what the cell computes, so a resume may change it;
+    ``workflow``: the workflow sets it per cell or per machine (not in ``experiment:``)."""
+    meta = {"help": help, "valid": valid, "choices": choices, "lo": lo, "hi": hi,
+            "lo_open": lo_open, "hi_open": hi_open, "runtime": runtime, "workflow": workflow}
+    if default_factory is not _MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_RATE = {"lo": 0.0, "hi": 1.0, "hi_open": True, "valid": "a rate in [0, 1)"}
+_SIZE = "None: the dataset's default (`asknlearn run --help` lists them)"
 
 
 @dataclass
 class ExperimentConfig:
     # --- the cell
-    dataset: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | svhn
-    strategy: str = "badge"  # see `asknlearn strategies`
-    seed: int = 0  # seeds the seed set S, initial weights, batch order, selection, oracle
-    noise: float = 0.0  # oracle noise rate r in [0, 1): round(r*b) wrong labels per query
-    study: str = "default"  # groups cells (MLflow experiment, results/<study>/)
+    dataset: str = key("digits", "dataset of the cell", choices=tuple(DATASETS), workflow=True)
+    strategy: str = key("badge", "query strategy (`asknlearn strategies` lists them)",
+                        workflow=True)
+    seed: int = key(0, "seeds the seed set S, initial weights, batch order, selection and oracle",
+                    lo=0, valid="an integer >= 0", workflow=True)
+    noise: float = key(0.0, "oracle noise rate r: round(r*b) wrong labels per query",
+                       workflow=True, **_RATE)
+    study: str = key("default", "groups cells (MLflow experiment, results/<study>/)",
+                     valid="a non-empty name without '/', control characters or both quote "
+                           "characters", workflow=True)
     # --- the AL protocol (paper section 4.1)
-    seed_size: int = 100  # |S|, drawn at random from the pool
-    query_size: int = 1000  # b, labels bought per round
-    budget: int = 10000  # B, labels bought in all (a multiple of b); rounds = B / b
-    val_size: int = 0  # held out from the pool for model selection studies (never the test set)
+    seed_size: int | None = key(None, f"|S|, drawn at random from the pool; {_SIZE}",
+                                lo=1, valid="an integer >= 1")
+    query_size: int | None = key(None, f"b, labels bought per round; {_SIZE}",
+                                 lo=1, valid="an integer >= 1")
+    budget: int | None = key(None, f"B, labels bought in all (a multiple of b; rounds = B / b); "
+                                   f"{_SIZE}", lo=1, valid="a positive multiple of query_size")
+    val_size: int = key(0, "held out from the pool for model selection studies (never the test "
+                           "set)", lo=0, valid="an integer >= 0")
     # --- model and training
-    model: str | None = None  # mlp | resnet18 | vgg16 (None: the paper's choice per dataset)
-    # rate of the stochastic network's layers: dropout after every hidden layer (MLP), after
-    # every pooling stage (VGG-16), stochastic depth of the last block (ResNet-18, linear decay).
-    # None: the per-model default (docs/hyperparameters.md). Plain-network strategies use 0.
-    dropout: float | None = None
-    # which strategies run on the stochastic network: auto = those whose parts need stochastic
-    # inferences (VWCC, MC-dropout selectors, the badge-dropout control); stochastic = all
-    network: str = "auto"
-    lr: float = 1e-3  # Adam
-    weight_decay: float = 0.0
-    train_batch_size: int = 64
-    target_train_accuracy: float = 0.99  # stop when an eval-mode pass over L reaches this
-    max_epochs: int = 200
-    train_augment: bool = False  # train every strategy with the refinement's augmentation
+    model: str | None = key(None, "network (None: the paper's choice per dataset)",
+                            choices=tuple(MODELS))
+    dropout: float | None = key(
+        None, "rate of the stochastic network's layers: dropout after every hidden layer (MLP), "
+              "after every pooling stage (VGG-16), stochastic depth of the last block "
+              "(ResNet-18, linear decay). None: the per-model default (docs/hyperparameters.md). "
+              "Plain-network strategies use 0", **_RATE)
+    network: str = key("auto", "which strategies run on the stochastic network: auto = those "
+                               "whose parts need stochastic inferences (VWCC, MC-dropout "
+                               "selectors, the badge-dropout control); stochastic = all",
+                       choices=("auto", "stochastic"))
+    lr: float = key(1e-3, "Adam learning rate", lo=0.0, hi=1.0, lo_open=True,
+                    valid="a finite learning rate in (0, 1]")
+    weight_decay: float = key(0.0, "Adam weight decay", lo=0.0, hi=1.0,
+                              valid="a finite value in [0, 1]")
+    train_batch_size: int = key(64, "training batch size", lo=1, valid="an integer >= 1")
+    target_train_accuracy: float = key(0.99, "stop when an eval-mode pass over L reaches this",
+                                       lo=0.0, hi=1.0, lo_open=True, valid="a value in (0, 1]")
+    max_epochs: int = key(200, "epochs per round at most", lo=1, valid="an integer >= 1")
+    train_augment: bool = key(False, "train every strategy with the refinement's augmentation")
     # --- Ask-n-Learn (unspecified by the paper; chosen on a validation split, see
     # docs/hyperparameters.md)
-    tau: float = 0.9  # keep argmax pseudo-label when max p >= tau
-    k_aug: int = 10  # augmentations averaged for low-confidence pseudo-labels
-    refine_include_original: bool = False  # count the un-augmented view in the average
-    aug_shift: int | None = None  # max translation in pixels (None: per dataset family)
-    aug_flip: bool | None = None  # random horizontal flip (None: per dataset family)
-    lwcc_lambda: float = 1.0  # λ in eq. 3
-    vwcc_samples: int = 5  # T stochastic inferences in eq. 2 (and for α diagnostics)
+    tau: float = key(0.9, "keep the argmax pseudo-label when max p >= tau", lo=0.0, hi=1.0,
+                     valid="a threshold in [0, 1]")
+    k_aug: int = key(10, "augmentations averaged for low-confidence pseudo-labels", lo=0,
+                     hi=1000, valid="an integer in [0, 1000]")
+    refine_include_original: bool = key(False, "count the un-augmented view in the average")
+    aug_shift: int | None = key(None, "max translation in pixels (None: per dataset)", lo=0,
+                                hi=64, valid="an integer in [0, 64]")
+    aug_flip: bool | None = key(None, "random horizontal flip (None: per dataset)")
+    lwcc_lambda: float = key(1.0, "λ in eq. 3", lo=0.0, hi=100.0,
+                             valid="a finite weight in [0, 100]")
+    vwcc_samples: int = key(5, "T stochastic inferences in eq. 2 (and for α diagnostics)", lo=2,
+                            hi=1000, valid="an integer in [2, 1000]")
     # --- evaluation and runtime
-    ece_bins: int = 15
-    eval_batch_size: int = 4096
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    data_root: str | None = None  # torchvision root (None: $ASKNLEARN_DATA or ./data)
-    download: bool = True  # let torchvision fetch missing files where the network allows
+    ece_bins: int = key(15, "bins of the expected calibration error", lo=1, hi=10000,
+                        valid="an integer in [1, 10000]")
+    eval_batch_size: int = key(4096, "inference batch size (results do not depend on it)", lo=1,
+                               valid="an integer >= 1", runtime=True)
+    device: str = key("auto", "torch device", valid="auto, cpu, cuda, cuda:N", runtime=True,
+                      workflow=True)
+    threads: int | None = key(None, "torch CPU threads (None: torch's default)", lo=1, hi=4096,
+                              valid="an integer in [1, 4096]", runtime=True, workflow=True)
+    data_root: str | None = key(None, "torchvision root (None: $ASKNLEARN_DATA or ./data)",
+                                runtime=True, workflow=True)
+    download: bool = key(True, "let torchvision fetch missing files where the network allows",
+                         runtime=True)
     # --- tracking
-    tracking: bool = True  # log to MLflow when a tracking URI is configured
-    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI; neither: no MLflow
-    experiment: str | None = None  # MLflow experiment (None: the study name)
-    # --- extra named strategies: {name: {loss, pseudo_labels, selector}}
-    strategies: dict[str, dict[str, str]] = field(default_factory=dict)
+    tracking: bool = key(True, "log to MLflow when a tracking URI is configured", runtime=True,
+                         workflow=True)
+    tracking_uri: str | None = key(None, "MLflow tracking URI (None: $MLFLOW_TRACKING_URI; "
+                                         "neither: no MLflow)", runtime=True, workflow=True)
+    experiment: str | None = key(None, "MLflow experiment (None: the study name)",
+                                 valid="a non-empty name without control characters or both "
+                                       "quote characters", runtime=True, workflow=True)
+    # --- extra named strategies
+    strategies: dict[str, dict[str, str]] = key(
+        help="extra named strategies, {name: {loss, pseudo_labels, selector, network}} (a YAML "
+             "mapping, or JSON on the command line)", default_factory=dict)
 
     # ------------------------------------------------------------------ resolution
     @property
@@ -92,27 +155,45 @@ class ExperimentConfig:
     def resolve(self) -> ExperimentConfig:
         """Validate and fill dataset-dependent defaults; returns a new config."""
         validate(self)
-        info = DATASETS[self.dataset]
-        aug = FAMILY_AUGMENT[info.family]
+        info = dataset_info(self.dataset)
         model = self.model or info.default_model
         stochastic = self.network == "stochastic" or self.spec.stochastic
         rate = self.dropout if self.dropout is not None else DEFAULT_DROPOUT[model]
+
+        def given(name: str, fallback: Any) -> Any:
+            v = getattr(self, name)
+            return fallback if v is None else v
+
         out = dataclasses.replace(
             self,
+            seed_size=given("seed_size", info.seed_size),
+            query_size=given("query_size", info.query_size),
+            budget=given("budget", info.budget),
             model=model,
             dropout=rate if stochastic else 0.0,
-            aug_shift=self.aug_shift if self.aug_shift is not None else
-            (1 if self.dataset == "digits" else aug["shift"]),
-            aug_flip=self.aug_flip if self.aug_flip is not None else aug["flip"],
+            aug_shift=given("aug_shift", info.aug_shift),
+            aug_flip=given("aug_flip", info.aug_flip),
             experiment=self.experiment or self.study,
+            # only the cell's own definition: adding a strategy to a study changes no cell
+            strategies={k: v for k, v in self.strategies.items() if k == self.strategy},
         )
-        if out.model != "mlp" and info.shape[1:] != (32, 32):
-            raise ConfigError(f"model={out.model!r} expects 32x32 images but dataset {self.dataset!r} "
-                              f"has {info.shape[1]}x{info.shape[2]}; valid: mlp")
+        validate(out)  # the per-dataset sizes against each other (budget a multiple of b)
+        hw = MODELS[out.model].input_hw
+        if hw is not None and info.shape[1:] != hw:
+            valid = ", ".join(m for m, i in MODELS.items() if i.input_hw in (None, info.shape[1:]))
+            raise ConfigError(f"model={out.model!r} expects {hw[0]}x{hw[1]} images but dataset "
+                              f"{self.dataset!r} has {info.shape[1]}x{info.shape[2]}; valid: {valid}")
         if stochastic and out.dropout <= 0:
             raise ConfigError(f"dropout={out.dropout!r}: strategy {self.strategy!r} runs on the "
                               "stochastic network, which needs a rate; valid: a rate in (0, 1)")
         return out
+
+    def chosen_defaults(self) -> dict[str, Any]:
+        """The per-dataset defaults :meth:`resolve` fills in for keys left unset (None)."""
+        resolved = self.resolve()
+        return {k: getattr(resolved, k) for k in ("seed_size", "query_size", "budget", "model",
+                                                   "aug_shift", "aug_flip")
+                if getattr(self, k) is None}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,38 +206,64 @@ class ExperimentConfig:
 
 
 _FIELDS = {f.name: f for f in fields(ExperimentConfig)}
+_HINTS = typing.get_type_hints(ExperimentConfig)
+# keys that do not change what a cell computes: a resume may change them (not in its identity)
+RUNTIME_KEYS = frozenset(k for k, f in _FIELDS.items() if f.metadata["runtime"])
+# keys the workflow sets per cell or per machine: its `experiment:` mapping may not set them
+WORKFLOW_KEYS = frozenset(k for k, f in _FIELDS.items() if f.metadata["workflow"])
 
 
-def _type_name(f: dataclasses.Field) -> str:
-    return str(f.type).replace(" | None", " or null")
+# ---------------------------------------------------------------------------- types
+def _base_type(name: str) -> tuple[type, bool]:
+    """(the non-None type of key ``name``, whether None is allowed), from its type hint."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    base = next(a for a in args if a is not type(None))
+    return typing.get_origin(base) or base, type(None) in args
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Coerce a YAML/CLI value to the field's type, with an error naming the valid form."""
+def _type_name(name: str) -> str:
+    base, optional = _base_type(name)
+    return base.__name__ + (" or null" if optional else "")
+
+
+def _fits(value: Any) -> Any:
+    """An int/float small enough for the C code it reaches (torch, numpy), else ValueError."""
+    if isinstance(value, int) and abs(value) >= 2**63:
+        raise ValueError
+    return value
+
+
+def coerce(name: str, value: Any) -> Any:
+    """The value of key ``name`` given as ``value`` (from YAML, a CLI flag, a Snakemake
+    ``--config`` string), converted to the key's declared type, or a ConfigError naming the
+    valid form. The one conversion every entry point uses, so the values checked before a
+    workflow runs are exactly the values its jobs get."""
     f = _FIELDS[name]
-    t = str(f.type)
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
-        if "None" in t:
+    base, optional = _base_type(name)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("null", "none")):
+        if optional:
             return None
-        raise ConfigError(f"{name}=None is not allowed; valid: a value of type {_type_name(f)}")
-    base = t.split(" | ")[0]
+        raise ConfigError(f"{name}=None is not allowed; valid: a value of type {_type_name(name)}")
     try:
-        if base == "int":
+        if isinstance(value, (list, tuple, set)) or (isinstance(value, dict) and base is not dict):
+            raise ValueError
+        if base is int:
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, float):
                 if not value.is_integer():
                     raise ValueError
-                return int(value)
-            return int(str(value), 10)
-        if base == "float":
+                return _fits(int(value))
+            return _fits(int(str(value), 10))
+        if base is float:
             if isinstance(value, bool):
                 raise ValueError
             v = float(value)
             if math.isnan(v):
                 raise ValueError
             return v
-        if base == "bool":
+        if base is bool:
             if isinstance(value, bool):
                 return value
             s = str(value).lower()
@@ -165,24 +272,60 @@ def _coerce(name: str, value: Any) -> Any:
             if s in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        if base == "str":
-            if isinstance(value, (dict, list)):
-                raise ValueError
+        if base is str:
             return str(value)
-        if base.startswith("dict"):
+        if base is dict:
+            if isinstance(value, str):  # JSON (or YAML flow style) from a command line
+                value = yaml.safe_load(value)
             if not isinstance(value, dict):
                 raise ValueError
-            return value
-    except ValueError:
+            mapping = value
+    except (ValueError, TypeError, OverflowError, yaml.YAMLError):
         raise ConfigError(
-            f"{name}={value!r} is not valid; valid: a value of type {_type_name(f)}"
+            f"{name}={value!r} is not valid; valid: a value of type {_type_name(name)}"
+            + (f" ({f.metadata['valid']})" if f.metadata["valid"] and base is not dict else "")
         ) from None
+    if base is dict:  # outside the try: its own message names the bad key
+        return string_keys(mapping, name)
+    raise AssertionError(f"no coercion for {name}: {base}")  # a new field type needs one here
+
+
+def string_keys(value: Any, where: str) -> Any:
+    """``value`` with every mapping key checked to be a string (YAML allows any)."""
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"{where}: key {bad[0]!r} is not valid; valid: string keys")
+        return {k: string_keys(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [string_keys(v, where) for v in value]
     return value
 
 
+def flag_value(value: Any) -> str:
+    """The command-line spelling of a coerced value that :func:`coerce` reads back unchanged:
+    ``40`` (never ``40.0``), the shortest exact float, ``true``/``false``, ``null``, JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- checks
+def _name_problem(name: str) -> bool:
+    """Whether a study/experiment name would break a path, a log line or an MLflow filter
+    (which can quote a name with ' or ", not one holding both)."""
+    return (name == "" or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or ("'" in name and '"' in name))
+
+
 def validate(cfg: ExperimentConfig) -> None:
-    """Range and consistency checks that need no data on disk."""
-    from asknlearn.data import dataset_info
+    """Range and consistency checks that need no data on disk, from each key's declaration."""
 
     def need(ok: bool, name: str, valid: str) -> None:
         if not ok:
@@ -190,34 +333,30 @@ def validate(cfg: ExperimentConfig) -> None:
 
     dataset_info(cfg.dataset)
     resolve_strategy(cfg.strategy, cfg.strategies)
-    need(cfg.model is None or cfg.model in MODELS, "model", ", ".join(MODELS))
-    need(0.0 <= cfg.noise < 1.0, "noise", "a rate in [0, 1)")
-    need(cfg.seed >= 0, "seed", "an integer >= 0")
-    need(cfg.seed_size >= 1, "seed_size", "an integer >= 1")
-    need(cfg.query_size >= 1, "query_size", "an integer >= 1")
-    need(cfg.budget >= 1, "budget", "a positive multiple of query_size")
-    need(cfg.budget % cfg.query_size == 0, "budget",
-         f"a positive multiple of query_size={cfg.query_size}")
-    need(cfg.val_size >= 0, "val_size", "an integer >= 0")
-    need(0.0 <= cfg.tau <= 1.0, "tau", "a threshold in [0, 1]")
-    need(0 <= cfg.k_aug <= 1000, "k_aug", "an integer in [0, 1000]")
-    need(cfg.aug_shift is None or 0 <= cfg.aug_shift <= 64, "aug_shift", "an integer in [0, 64]")
-    need(0 <= cfg.lwcc_lambda <= 100, "lwcc_lambda", "a finite weight in [0, 100]")
-    need(2 <= cfg.vwcc_samples <= 1000, "vwcc_samples", "an integer in [2, 1000]")
-    need(cfg.dropout is None or 0.0 <= cfg.dropout < 1.0, "dropout", "a rate in [0, 1)")
-    need(0 < cfg.lr <= 1, "lr", "a finite learning rate in (0, 1]")
-    need(0 <= cfg.weight_decay <= 1, "weight_decay", "a finite value in [0, 1]")
-    need(cfg.network in ("auto", "stochastic"), "network", "auto, stochastic")
-    need(cfg.train_batch_size >= 1, "train_batch_size", "an integer >= 1")
-    need(0.0 < cfg.target_train_accuracy <= 1.0, "target_train_accuracy", "a value in (0, 1]")
-    need(cfg.max_epochs >= 1, "max_epochs", "an integer >= 1")
-    need(1 <= cfg.ece_bins <= 10000, "ece_bins", "an integer in [1, 10000]")
-    need(cfg.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
-    need(cfg.threads is None or 1 <= cfg.threads <= 4096, "threads", "an integer in [1, 4096]")
+    for name, f in _FIELDS.items():
+        v, m = getattr(cfg, name), f.metadata
+        if v is None:
+            continue
+        if m["choices"] is not None:
+            need(v in m["choices"], name, ", ".join(m["choices"]))
+        lo, hi = m["lo"], m["hi"]
+        if lo is not None or hi is not None:
+            ok = math.isfinite(v)
+            if lo is not None:
+                ok = ok and (v > lo if m["lo_open"] else v >= lo)
+            if hi is not None:
+                ok = ok and (v < hi if m["hi_open"] else v <= hi)
+            need(ok, name, m["valid"])
+    if cfg.budget is not None and cfg.query_size is not None:
+        need(cfg.budget % cfg.query_size == 0, "budget",
+             f"a positive multiple of query_size={cfg.query_size}")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-         "device", "auto, cpu, cuda, cuda:N")
-    need(cfg.study != "" and "/" not in cfg.study, "study", "a non-empty name without '/'")
+         "device", _FIELDS["device"].metadata["valid"])
+    need(not _name_problem(cfg.study) and "/" not in cfg.study, "study",
+         _FIELDS["study"].metadata["valid"])
+    need(cfg.experiment is None or not _name_problem(cfg.experiment), "experiment",
+         _FIELDS["experiment"].metadata["valid"])
 
 
 def check_pool_size(cfg: ExperimentConfig, pool_size: int) -> None:
@@ -231,8 +370,24 @@ def check_pool_size(cfg: ExperimentConfig, pool_size: int) -> None:
         )
 
 
-def from_mapping(values: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
-    """Override ``base`` (defaults) with ``values``; unknown keys are errors."""
+# ---------------------------------------------------------------------------- mappings
+def coerce_mapping(values: Any, where: str = "config") -> dict[str, Any]:
+    """Check the keys of ``values`` and coerce each value (:func:`coerce`). A ``version`` key,
+    as in a cell's own ``config.yaml``, is checked against this package and dropped."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must hold a mapping of keys to values; got {values!r}")
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: key {bad[0]!r} is not valid; valid: string keys "
+                          f"({', '.join(_FIELDS)})")
+    values = dict(values)
+    if "version" in values:
+        version = values.pop("version")
+        if str(version) != __version__:
+            raise ConfigError(
+                f"version={version!r} is not valid; valid: {__version__!r}, the version of this "
+                "asknlearn (the config was written by another one: remove the key to run it "
+                "with this version)")
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         import difflib
@@ -240,18 +395,131 @@ def from_mapping(values: dict[str, Any], base: ExperimentConfig | None = None) -
         hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, _FIELDS, 1)[0]!r}?)"
                  if difflib.get_close_matches(k, _FIELDS, 1) else repr(k) for k in unknown]
         raise ConfigError(f"unknown config key {', '.join(hints)}; valid: {', '.join(_FIELDS)}")
-    kw = {k: _coerce(k, v) for k, v in values.items()}
-    return dataclasses.replace(base or ExperimentConfig(), **kw)
+    return {k: coerce(k, v) for k, v in values.items()}
+
+
+def from_mapping(values: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Override ``base`` (defaults) with ``values``; unknown keys are errors."""
+    return dataclasses.replace(base or ExperimentConfig(), **coerce_mapping(values))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file ``path``, or a ConfigError saying why it is not one."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist; valid: a path to a YAML file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {exc.start}); "
+                          "valid: a UTF-8 YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        first = " ".join(str(exc).split())
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {first}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
     return data
+
+
+# ---------------------------------------------------------------------------- generated views
+def _default_text(name: str) -> str:
+    f = _FIELDS[name]
+    if f.default_factory is not _MISSING:
+        return flag_value(f.default_factory())
+    return flag_value(f.default)
+
+
+def dataset_defaults_text() -> str:
+    """The per-dataset defaults, one clause per dataset (for help texts)."""
+    return "; ".join(f"{n}: seed_size={d.seed_size} query_size={d.query_size} budget={d.budget} "
+                     f"model={d.default_model} aug_shift={d.aug_shift} aug_flip="
+                     f"{flag_value(d.aug_flip)}" for n, d in DATASETS.items())
+
+
+def add_config_arguments(parser: Any) -> None:
+    """One ``--flag`` per config key on ``parser`` (``--query-size`` sets ``query_size``), with
+    its meaning, valid values and default as help. Values stay strings: :func:`coerce` gives
+    the one clear message for a bad one."""
+    groups = {
+        False: parser.add_argument_group(
+            "experiment keys", "what the cell computes (also keys of a --config YAML). Keys "
+            f"left unset take per-dataset defaults: {dataset_defaults_text()}"),
+        True: parser.add_argument_group(
+            "runtime keys", "how and where it runs; a resume may change them"),
+    }
+    for name, f in _FIELDS.items():
+        m = f.metadata
+        valid = m["valid"] or (", ".join(m["choices"]) if m["choices"] else _type_name(name))
+        groups[m["runtime"]].add_argument(
+            f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
+            help=f"{m['help']}. Valid: {valid}. Default: {_default_text(name)}".replace("%", "%%"))
+
+
+def experiment_schema() -> dict[str, Any]:
+    """The JSON-schema ``properties`` of the workflow's ``experiment`` mapping: every key the
+    workflow lets a study set, with its type, range, choices and meaning. Written into
+    workflow/schemas/config.schema.yaml by :func:`write_schema`; tests/test_config.py checks
+    the file agrees. No ``default``: Snakemake would fill defaults in, and the package does."""
+    json_types = {int: "integer", float: "number", bool: "boolean", str: "string", dict: "object"}
+    props: dict[str, Any] = {}
+    for name, f in _FIELDS.items():
+        m = f.metadata
+        if m["workflow"]:
+            continue
+        base, optional = _base_type(name)
+        prop: dict[str, Any] = {"type": [json_types[base], "null"] if optional else json_types[base]}
+        if m["choices"] is not None:
+            prop["enum"] = [*m["choices"], *([None] if optional else [])]
+        for bound, open_, word in (("lo", "lo_open", "minimum"), ("hi", "hi_open", "maximum")):
+            if m[bound] is not None:
+                prop[f"exclusive{word.capitalize()}" if m[open_] else word] = m[bound]
+        prop["description"] = f"{m['help']}. Default: {_default_text(name)}"
+        props[name] = prop
+    return props
+
+
+def write_schema(path: str | Path | None = None) -> None:
+    """Rewrite the ``experiment`` properties of the workflow schema from the declarations."""
+    p = Path(path) if path else Path(__file__).resolve().parents[1] / "workflow" / "schemas" / \
+        "config.schema.yaml"
+    text = p.read_text()
+    begin, end = "# BEGIN generated", "# END generated"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    indent = head.rsplit("\n", 1)[1]
+    body = yaml.safe_dump(experiment_schema(), sort_keys=False, allow_unicode=True, width=96)
+    block = "".join(f"{indent}  {line}\n" for line in body.splitlines())
+    p.write_text(f"{head}{begin} by asknlearn.config.write_schema(): edit config.py, not this\n"
+                 f"{indent}properties:\n{block}{indent}{end}{tail}")
+
+
+def custom_strategies(path: str | Path) -> dict[str, dict]:
+    """The strategy definitions of a config file: a run config's ``strategies:`` mapping, or a
+    workflow config's ``experiment.strategies`` and ``overrides.<dataset>.strategies``."""
+    from asknlearn.strategies import strategy_table
+
+    data = load_yaml(path)
+    if isinstance(data.get("strategies"), dict) or "experiment" not in data:
+        found = coerce_mapping(data, f"config file {str(path)!r}").get("strategies", {})
+    else:
+        found = {}
+        blocks = [("experiment", data["experiment"]),
+                  *((f"overrides.{d}", m) for d, m in (data.get("overrides") or {}).items())]
+        for where, block in blocks:
+            if isinstance(block, dict) and "strategies" in block:
+                found.update(coerce("strategies", string_keys(block["strategies"], where)))
+    strategy_table(found)  # each definition checked
+    return found
+
+
+def tracking_warning(cfg: ExperimentConfig, explicit: bool) -> str | None:
+    """The warning to print once when tracking was asked for (``explicit``: the user set
+    ``tracking``) but no URI says where to log."""
+    if explicit and cfg.tracking and not (cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return ("warning: tracking=true but no tracking URI is configured (--tracking-uri or "
+                "$MLFLOW_TRACKING_URI): nothing will be logged to MLflow")
+    return None
+
+
+if __name__ == "__main__":  # python -m asknlearn.config: regenerate the workflow schema's part
+    write_schema()

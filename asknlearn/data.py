@@ -27,54 +27,10 @@ import numpy as np
 import torch
 
 from asknlearn.errors import DatasetError
+from asknlearn.names import _MNIST_FILES, DATASETS, DatasetInfo, dataset_info
 
+__all__ = ["DATASETS", "LOADERS", "DatasetInfo", "TensorData", "dataset_info", "load_dataset"]
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset: its model family and the files it needs on disk."""
-
-    name: str
-    family: str  # "mnist" (MNIST, Fashion-MNIST, digits), "cifar" or "svhn"
-    shape: tuple[int, int, int]
-    num_classes: int
-    default_model: str
-    expected_files: tuple[str, ...]  # relative to the data root
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", "mnist", (1, 8, 8), 10, "mlp", (), (0.0,), (1.0,)),
-    "mnist": DatasetInfo(
-        "mnist", "mnist", (1, 28, 28), 10, "mlp",
-        tuple(f"MNIST/raw/{f}[.gz]" for f in _MNIST_FILES), (0.1307,), (0.3081,),
-    ),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist", "mnist", (1, 28, 28), 10, "mlp",
-        tuple(f"FashionMNIST/raw/{f}[.gz]" for f in _MNIST_FILES), (0.2860,), (0.3530,),
-    ),
-    "cifar10": DatasetInfo(
-        "cifar10", "cifar", (3, 32, 32), 10, "resnet18",
-        tuple(
-            f"cifar-10-batches-py/{f}"
-            for f in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                      "data_batch_5", "test_batch", "batches.meta")
-        ),
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-    ),
-    "svhn": DatasetInfo(
-        "svhn", "svhn", (3, 32, 32), 10, "vgg16",
-        ("train_32x32.mat", "test_32x32.mat"),
-        (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-    ),
-}
 
 # digits has no canonical split: hold out a fixed, seed-independent test set so every
 # experiment on it evaluates on the same 497 images.
@@ -103,12 +59,6 @@ class TensorData:
         )
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
-
-
 def default_data_root() -> Path:
     """``$ASKNLEARN_DATA`` if set, else ``./data``."""
     return Path(os.environ.get("ASKNLEARN_DATA", "data"))
@@ -123,17 +73,14 @@ def _normalize(x_uint8: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 def _missing(info: DatasetInfo, root: Path, detail: str) -> DatasetError:
     files = "\n  ".join(str(root / f) for f in info.expected_files)
-    hint = ""
-    if info.name == "fashion_mnist":
-        hint = (f"\nThe canonical .gz files can be linked in: mkdir -p {root}/FashionMNIST/raw && "
-                f"ln -s /path/to/FashionMNIST/raw/*.gz {root}/FashionMNIST/raw/")
+    hint = "\n" + info.hint.format(root=root) if info.hint else ""
     return DatasetError(
         f"dataset {info.name!r} could not be read from data root {str(root)!r}: {detail}\n"
         f"expected files (uncompressed, or the canonical .gz next to them):\n  {files}{hint}"
     )
 
 
-def _load_digits(info: DatasetInfo) -> tuple[torch.Tensor, ...]:
+def _load_digits(info: DatasetInfo, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -151,7 +98,7 @@ def _load_digits(info: DatasetInfo) -> tuple[torch.Tensor, ...]:
 
 
 def _mnist_raw(info: DatasetInfo, root: Path) -> Path:
-    return root / ("MNIST" if info.name == "mnist" else "FashionMNIST") / "raw"
+    return root / info.raw_dir
 
 
 def _idx_problem(path: Path) -> str | None:
@@ -174,7 +121,7 @@ def _idx_problem(path: Path) -> str | None:
 
 def _bad_idx_file(info: DatasetInfo, root: Path) -> str | None:
     """Name the first truncated or corrupt uncompressed IDX file of an MNIST-family dataset."""
-    if info.family != "mnist" or info.name == "digits":
+    if info.loader != "idx":
         return None
     raw = _mnist_raw(info, root)
     for name in _MNIST_FILES:
@@ -270,7 +217,7 @@ def _prepare_mnist(info: DatasetInfo, root: Path, download: bool) -> None:
     fetched first. Runs under :func:`_prepare_lock`, so concurrent first loads are safe."""
     import torchvision.datasets as tvd
 
-    cls = tvd.MNIST if info.name == "mnist" else tvd.FashionMNIST
+    cls = getattr(tvd, info.source)
     raw = _mnist_raw(info, root)
 
     def todo() -> list[tuple[str, str]]:
@@ -309,50 +256,72 @@ def _prepare_mnist(info: DatasetInfo, root: Path, download: bool) -> None:
                                    f"{', '.join(missing)} (download is off)")
 
 
-def _load_torchvision(info: DatasetInfo, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
+def _idx_splits(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    """MNIST-format datasets: files made whole by :func:`_prepare_mnist` (under its own lock),
+    then read by torchvision without downloading."""
     import torchvision.datasets as tvd
 
-    def build(train: bool):
-        if info.name in ("mnist", "fashion_mnist"):
-            cls = tvd.MNIST if info.name == "mnist" else tvd.FashionMNIST
-            return cls(str(root), train=train, download=False)  # files made whole by _prepare_mnist
-        if info.name == "cifar10":
-            return tvd.CIFAR10(str(root), train=train, download=download)
-        return tvd.SVHN(str(root), split="train" if train else "test", download=download)
+    _prepare_mnist(info, root, download)
+    cls = getattr(tvd, info.source)
+    return tuple((ds.data.unsqueeze(1), ds.targets)
+                 for ds in (cls(str(root), train=t, download=False) for t in (True, False)))
 
-    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        if info.name in ("mnist", "fashion_mnist"):
-            x, y = ds.data.unsqueeze(1), ds.targets
-        elif info.name == "cifar10":
-            x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)
-            y = torch.tensor(ds.targets)
-        else:
-            x, y = torch.from_numpy(np.ascontiguousarray(ds.data)), torch.from_numpy(ds.labels)
-        return x.contiguous(), y.long()
 
-    try:
-        if info.family == "mnist":
-            _prepare_mnist(info, root, download)
-            lock = nullcontext()
-        else:
-            # torchvision may download and unpack in place: one process at a time on this root
-            lock = _prepare_lock(root, info.name) if download else nullcontext()
-        with lock:
-            train_ds, test_ds = build(True), build(False)
-        xtr, ytr = tensors(train_ds)
-        xte, yte = tensors(test_ds)
-    except DatasetError:
-        raise
-    except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError/EOFError...
-        detail = _bad_idx_file(info, root) or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        raise _missing(info, root, detail) from exc
-    for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
-        if tuple(x.shape[1:]) != info.shape or len(x) != len(y) or len(x) == 0:
-            raise _missing(info, root, f"{name} split has images of shape {tuple(x.shape)} and "
-                                       f"{len(y)} labels, expected (N, {', '.join(map(str, info.shape))})")
-        if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
-            raise _missing(info, root, f"{name} labels outside 0..{info.num_classes - 1}")
-    return _normalize(xtr, info), ytr, _normalize(xte, info), yte
+def _cifar_splits(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, info.source)
+    # torchvision may download and unpack in place: one process at a time on this root
+    with _prepare_lock(root, info.name) if download else nullcontext():
+        sets = [cls(str(root), train=t, download=download) for t in (True, False)]
+    return tuple((torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2),
+                  torch.tensor(ds.targets)) for ds in sets)
+
+
+def _svhn_splits(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, info.source)
+    with _prepare_lock(root, info.name) if download else nullcontext():
+        sets = [cls(str(root), split=s, download=download) for s in ("train", "test")]
+    return tuple((torch.from_numpy(np.ascontiguousarray(ds.data)), torch.from_numpy(ds.labels))
+                 for ds in sets)
+
+
+def _load_torchvision(splits):
+    """A loader from ``splits(info, root, download) -> ((x_train, y_train), (x_test, y_test))``
+    of uint8 images: torchvision's errors become a :class:`DatasetError` naming the expected
+    files, and the tensors' shapes and labels are checked against the dataset's entry."""
+
+    def load(info: DatasetInfo, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
+        try:
+            (xtr, ytr), (xte, yte) = ((x.contiguous(), y.long())
+                                      for x, y in splits(info, root, download))
+        except DatasetError:
+            raise
+        except Exception as exc:  # torchvision raises RuntimeError/URLError/ValueError/EOFError...
+            detail = (_bad_idx_file(info, root)
+                      or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            raise _missing(info, root, detail) from exc
+        for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+            if tuple(x.shape[1:]) != info.shape or len(x) != len(y) or len(x) == 0:
+                want = ", ".join(map(str, info.shape))
+                raise _missing(info, root, f"{name} split has images of shape {tuple(x.shape)} "
+                                           f"and {len(y)} labels, expected (N, {want})")
+            if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
+                raise _missing(info, root, f"{name} labels outside 0..{info.num_classes - 1}")
+        return _normalize(xtr, info), ytr, _normalize(xte, info), yte
+
+    return load
+
+
+# loader kind (DatasetInfo.loader) -> load(info, root, download) -> x_train, y_train, x_test, y_test
+LOADERS = {
+    "digits": _load_digits,
+    "idx": _load_torchvision(_idx_splits),
+    "cifar": _load_torchvision(_cifar_splits),
+    "svhn": _load_torchvision(_svhn_splits),
+}
 
 
 def load_dataset(
@@ -372,5 +341,5 @@ def load_dataset(
     """
     info = dataset_info(name)
     root = Path(root) if root is not None else default_data_root()
-    parts = _load_digits(info) if name == "digits" else _load_torchvision(info, root, download)
+    parts = LOADERS[info.loader](info, root, download)
     return TensorData(info, *parts).to(device)

@@ -338,8 +338,10 @@ class Cell:
         labeled = torch.zeros(0, dtype=torch.long) if labeled is None else labeled
         val = torch.zeros(0, dtype=torch.long) if val is None else val
         if "labeled_features" in needs:
-            _, pool.labeled_features = predict(model, self.data.x_train[labeled.to(dev)],
-                                               c.eval_batch_size, features=True)
+            pool.labeled_features = (
+                predict(model, self.data.x_train[labeled.to(dev)], c.eval_batch_size,
+                        features=True)[1]
+                if len(labeled) else torch.zeros(0, model.feat_dim, device=dev))
         refined = None
         if "pseudo_labels" in needs:
             pool.pseudo_labels, refined = self.labeler(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from asknlearn import names as _names
 from asknlearn.models import SplitNet
 
 
@@ -94,7 +95,7 @@ LOSSES = {
     "lwcc": lambda lam, samples: LWCC(lam),
     "vwcc": lambda lam, samples: VWCC(samples),
 }
-STOCHASTIC_LOSSES = frozenset({"vwcc"})
+STOCHASTIC_LOSSES = _names.STOCHASTIC_LOSSES  # one table of which losses are stochastic
 
 
 def build_loss(name: str, lwcc_lambda: float = 1.0, vwcc_samples: int = 5):

@@ -3,20 +3,25 @@
 A selector is a small object with one ``select(pool, b, generator)`` method and a ``needs``
 set naming what it reads from the pool: ``probs``, ``features``, ``pseudo_labels``,
 ``stochastic_probs`` (T MC-dropout inferences) or ``labeled_features``. The loop computes exactly
-those (:meth:`asknlearn.loop.Cell.select`) and never asks which strategy it runs. The
-paper's methods and its ablations are entries of :data:`STRATEGIES`;
-more can be added from config (``strategies:`` in the YAML) without code.
+those and never asks which strategy it runs: :meth:`StrategySpec.build` gives it the parts. The
+paper's methods and its ablations are entries of :data:`STRATEGIES`; more can be added from
+config (``strategies:`` in the YAML, ``experiment.strategies`` in the workflow) without code.
+
+Importing this module does not import torch (the selectors import it when they run), so config
+validation and ``snakemake -n`` stay light.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
-import torch
-
+from asknlearn.baselines import BASELINE_SELECTORS
 from asknlearn.errors import ConfigError
-from asknlearn.kmeanspp import embedding_factors, kmeanspp_factored
+from asknlearn.names import LOSSES, PSEUDO_LABELERS, STOCHASTIC_LOSSES
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -45,27 +50,44 @@ class RandomSelector:
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         return torch.randperm(pool.size, generator=generator)[:b]
 
 
-class ConfidenceSelector:
+class ScoreSelector:
+    """The b pool points that rank first by a per-point score of the softmax: the largest
+    scores, or the smallest when ``largest`` is False."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"probs"})
+    largest: ClassVar[bool] = True
+
+    @staticmethod
+    def score(p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
+        return torch.topk(self.score(pool.probs), b, largest=self.largest).indices.cpu()
+
+
+class ConfidenceSelector(ScoreSelector):
     """Least confidence (Wang & Shang 2014): the b points with the lowest max probability."""
 
-    needs: ClassVar[frozenset[str]] = frozenset({"probs"})
+    largest: ClassVar[bool] = False
 
-    def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.topk(pool.probs.max(dim=1).values, b, largest=False).indices.cpu()
+    @staticmethod
+    def score(p: torch.Tensor) -> torch.Tensor:
+        return p.max(dim=1).values
 
 
-class EntropySelector:
+class EntropySelector(ScoreSelector):
     """Maximum predictive entropy H(p) = −Σ_k p_k log p_k."""
 
-    needs: ClassVar[frozenset[str]] = frozenset({"probs"})
-
-    def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
-        p = pool.probs
-        h = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
-        return torch.topk(h, b).indices.cpu()
+    @staticmethod
+    def score(p: torch.Tensor) -> torch.Tensor:
+        return -(p * p.clamp_min(1e-12).log()).sum(dim=1)
 
 
 class GradientKMeansPP:
@@ -74,6 +96,8 @@ class GradientKMeansPP:
     needs: ClassVar[frozenset[str]] = frozenset({"probs", "features", "pseudo_labels"})
 
     def select(self, pool: Pool, b: int, generator: torch.Generator) -> torch.Tensor:
+        from asknlearn.kmeanspp import embedding_factors, kmeanspp_factored
+
         u = embedding_factors(pool.probs, pool.pseudo_labels)
         return kmeanspp_factored(u, pool.features, b, generator).cpu()
 
@@ -83,6 +107,9 @@ SELECTORS: dict[str, type] = {
     "confidence": ConfidenceSelector,
     "entropy": EntropySelector,
     "badge": GradientKMeansPP,
+    # the field's standard batch-AL baselines (asknlearn/baselines.py): margin, coreset, bald,
+    # powerbald, typiclust
+    **BASELINE_SELECTORS,
 }
 NETWORKS = ("auto", "plain", "stochastic")
 
@@ -104,8 +131,6 @@ class StrategySpec:
 
     @property
     def needs_stochastic(self) -> bool:
-        from asknlearn.losses import STOCHASTIC_LOSSES
-
         return (self.loss in STOCHASTIC_LOSSES
                 or "stochastic_probs" in SELECTORS[self.selector].needs)
 
@@ -115,9 +140,6 @@ class StrategySpec:
         return self.network == "stochastic" or (self.network == "auto" and self.needs_stochastic)
 
     def validate(self, name: str) -> None:
-        from asknlearn.losses import LOSSES
-        from asknlearn.pseudolabels import PSEUDO_LABELERS
-
         for key, value, valid in (
             ("loss", self.loss, tuple(LOSSES)),
             ("pseudo_labels", self.pseudo_labels, tuple(PSEUDO_LABELERS)),
@@ -139,6 +161,32 @@ class StrategySpec:
                 f"strategy {name!r}: network 'plain' but loss {self.loss!r} / selector "
                 f"{self.selector!r} need stochastic inferences; valid: auto, stochastic")
 
+    def build(self, cfg: Any) -> StrategyParts:
+        """The parts of this strategy for a resolved :class:`~asknlearn.config.ExperimentConfig`:
+        its training loss (λ of eq. 3, T of eq. 2), pseudo-labeller (τ, k and the refinement's
+        augmentation of Algorithm 1) and selector. Imports torch."""
+        from asknlearn.augment import Augment
+        from asknlearn.losses import build_loss
+        from asknlearn.pseudolabels import PSEUDO_LABELERS as LABELER_FACTORIES
+
+        augment = Augment(cfg.aug_shift, cfg.aug_flip)
+        return StrategyParts(
+            loss=build_loss(self.loss, cfg.lwcc_lambda, cfg.vwcc_samples),
+            labeler=LABELER_FACTORIES[self.pseudo_labels](
+                cfg.tau, cfg.k_aug, augment, cfg.refine_include_original),
+            selector=SELECTORS[self.selector](),
+            augment=augment,
+        )
+
+
+class StrategyParts(NamedTuple):
+    """What :meth:`StrategySpec.build` returns: the objects the loop calls."""
+
+    loss: Any  # loss(model, x, y) -> (scalar, logits)
+    labeler: Any  # labeler(model, x, probs, generator, batch_size) -> (labels, refined mask)
+    selector: Selector
+    augment: Any  # the refinement's Augment (also used by train_augment)
+
 
 STRATEGIES: dict[str, StrategySpec] = {
     "random": StrategySpec("ce", "argmax", "random"),
@@ -154,17 +202,38 @@ STRATEGIES: dict[str, StrategySpec] = {
     # the control that separates VWCC's loss from its network: BADGE trained with cross-entropy
     # on the same stochastic (dropout) network as the VWCC strategies
     "badge-dropout": StrategySpec("ce", "argmax", "badge", network="stochastic"),
+    # baselines beyond the paper, each trained with cross-entropy; bald and powerbald run on the
+    # stochastic network (their selectors need MC-dropout inferences)
+    **{name: StrategySpec("ce", "argmax", name) for name in BASELINE_SELECTORS},
 }
 PAPER_STRATEGIES = (
     "random", "confidence", "entropy", "badge", "ask-n-learn-lwcc", "ask-n-learn-vwcc",
 )
 
 
-def resolve_strategy(name: str, extra: dict[str, dict] | None = None) -> StrategySpec:
-    """Look up ``name`` among the built-ins and the config-defined ``extra`` strategies."""
+# a custom strategy's name is a path component and a workflow wildcard value
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_PART_KEYS = ("loss", "pseudo_labels", "selector", "network")
+
+
+def strategy_table(extra: dict[str, dict] | None = None) -> dict[str, StrategySpec]:
+    """The built-in strategies plus the config-defined ``extra`` ones ({name: {loss,
+    pseudo_labels, selector, network}}, missing parts: ce, argmax, badge, auto), each checked."""
     table = dict(STRATEGIES)
-    for key, spec in (extra or {}).items():
-        if not isinstance(spec, dict) or set(spec) - {"loss", "pseudo_labels", "selector", "network"}:
+    if extra is None:
+        return table
+    if not isinstance(extra, dict):
+        raise ConfigError(f"strategies={extra!r} is not valid; valid: a mapping of new strategy "
+                          "names to {loss, pseudo_labels, selector, network}")
+    for key, spec in extra.items():
+        if not isinstance(key, str) or not key or key[0] == "-" or set(key) - _NAME_CHARS:
+            raise ConfigError(f"strategy name {key!r} is not valid; valid: lower-case letters, "
+                              "digits and '-', not starting with '-'")
+        if key in STRATEGIES:
+            raise ConfigError(f"strategy definition {key!r} would replace the built-in strategy "
+                              f"of that name; valid: a new name, not one of {', '.join(STRATEGIES)}")
+        if (not isinstance(spec, dict) or set(spec) - set(_PART_KEYS)
+                or not all(isinstance(v, str) for v in spec.values())):
             raise ConfigError(
                 f"strategy definition {key!r} must be a mapping with keys loss, pseudo_labels, "
                 f"selector, network; got {spec!r}"
@@ -173,6 +242,25 @@ def resolve_strategy(name: str, extra: dict[str, dict] | None = None) -> Strateg
                          spec.get("selector", "badge"), spec.get("network", "auto"))
         s.validate(key)
         table[key] = s
+    return table
+
+
+def resolve_strategy(name: str, extra: dict[str, dict] | None = None) -> StrategySpec:
+    """Look up ``name`` among the built-ins and the config-defined ``extra`` strategies."""
+    table = strategy_table(extra)
     if name not in table:
         raise ConfigError(f"unknown strategy {name!r}; valid: {', '.join(table)}")
     return table[name]
+
+
+def describe(extra: dict[str, dict] | None = None) -> list[str]:
+    """The lines of ``asknlearn strategies``: every strategy, built-in and ``extra``, with its
+    parts and what its selector reads."""
+    lines = [f"{'strategy':<20} {'loss':<6} {'pseudo_labels':<14} {'network':<11} selector (needs)"]
+    for name, s in strategy_table(extra).items():
+        needs = ", ".join(sorted(SELECTORS[s.selector].needs)) or "-"
+        net = "stochastic" if s.stochastic else "plain"
+        custom = "  [config]" if name not in STRATEGIES else ""
+        lines.append(f"{name:<20} {s.loss:<6} {s.pseudo_labels:<14} {net:<11} "
+                     f"{s.selector} ({needs}){custom}")
+    return lines

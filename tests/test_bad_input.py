@@ -94,6 +94,17 @@ CASES = {
     "negative seed": ({"seed": "-1"}, ["seed=-1", "valid:"]),
     "non-numeric noise": ({"noise": "high"}, ["noise='high'", "valid:", "float"]),
     "unknown device": ({"device": "tpu"}, ["device='tpu'", "valid:", "cpu"]),
+    # values C code cannot hold, or that would fail after round 0 is written
+    "threads beyond int32": ({"threads": "2147483648"}, ["threads=2147483648", "valid:", "4096"]),
+    "ece bins 1e30": ({"ece_bins": "1e30"}, ["ece_bins='1e30'", "valid:", "int"]),
+    "huge aug shift": ({"aug_shift": "100000000000"}, ["aug_shift=100000000000", "valid:", "64"]),
+    "seed beyond int64": ({"seed": str(2**64)}, [f"seed='{2**64}'", "valid:", "int"]),
+    "list for a number": ({"budget": "[40]"}, ["budget='[40]'", "valid:", "int"]),
+    "infinite lr": ({"lr": "inf"}, ["lr=inf", "valid:", "(0, 1]"]),
+    # MLflow filters quote a name with ' or ", never both: tracking would fail every time
+    "study with both quotes": ({"study": "it's \"x\""}, ["study=", "valid:", "both quote"]),
+    "study with a newline": ({"study": "a\nb"}, ["study=", "valid:", "control"]),
+    "strategies not JSON": ({"strategies": "{nope"}, ["strategies='{nope'", "valid:", "dict"]),
 }
 
 
@@ -121,10 +132,19 @@ def test_misspelled_flag_is_an_argparse_error(tmp_path, capsys):
     ("noise: 1.5\n", ["noise=1.5", "valid:"]),
     ("- a list\n- not a mapping\n", ["must hold a mapping"]),
     ("budget: [40\n", ["is not valid YAML"]),
-], ids=["misspelled key", "misspelled key 2", "bad value", "not a mapping", "bad YAML"])
+    ("1: 40\n", ["key 1", "valid: string keys"]),
+    ("strategies: {1: {loss: ce}}\n", ["key 1", "valid: string keys"]),
+    ("lr: [1]\n", ["lr=[1]", "valid:", "float"]),
+    ("val_size: {a: 1}\n", ["val_size={'a': 1}", "valid:", "int"]),
+    ("ece_bins: [20]\n", ["ece_bins=[20]", "valid:", "int"]),
+    (b"budget: 40 # \xff\xfe\n", ["not UTF-8", "valid: a UTF-8 YAML file"]),
+    ("version: 0.0.0-elsewhere\n", ["version='0.0.0-elsewhere'", "valid:", "remove the key"]),
+], ids=["misspelled key", "misspelled key 2", "bad value", "not a mapping", "bad YAML",
+        "non-string key", "non-string strategy name", "list for a float", "mapping for an int",
+        "list for an int", "not UTF-8", "other version"])
 def test_bad_config_file(text, names, tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(text)
+    cfg.write_bytes(text) if isinstance(text, bytes) else cfg.write_text(text)
     out = tmp_path / "out"
     code, err = run_cli([*BASE, "--config", str(cfg)], out, capsys)
     assert_one_clear_error(code, err, *names)
@@ -173,6 +193,34 @@ def test_intact_fake_dataset_runs(tmp_path, capsys):
                                    download="false"), out, capsys)
     assert code == 0, err
     assert len(pd.read_csv(out / "rounds.csv")) == 3  # rounds 0, 1, 2
+
+
+def test_a_cells_own_config_runs_again(tmp_path, capsys):
+    """A finished cell's config.yaml (with its ``version`` key) fed back with --config runs the
+    same cell: the version is checked, not refused as an unknown key."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    code, err = run_cli(BASE, first, capsys)
+    assert code == 0, err
+    assert "version" in (first / "config.yaml").read_text()
+    code, err = run_cli(["run", "--config", str(first / "config.yaml"), "--quiet"], again, capsys)
+    assert code == 0, err
+    cols = ["round", "labels", "accuracy", "ece"]
+    pd.testing.assert_frame_equal(pd.read_csv(first / "rounds.csv")[cols],
+                                  pd.read_csv(again / "rounds.csv")[cols])
+
+
+def test_dataset_defaults_are_chosen_and_said(tmp_path, capsys, monkeypatch):
+    """``run --dataset digits`` alone gets a protocol that fits digits and says so; asking for
+    tracking with no URI warns once."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "x"
+    code = cli_main(["run", "--dataset", "digits", "--strategy", "random", "--max-epochs", "2",
+                     "--threads", "1", "--tracking", "true", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "defaults for dataset 'digits': seed_size=20 query_size=20 budget=160" in captured.out
+    assert captured.err.count("nothing will be logged to MLflow") == 1, captured.err
+    assert pd.read_csv(out / "rounds.csv")["labels"].tolist() == list(range(20, 181, 20))
 
 
 def test_output_under_a_regular_file(tmp_path, capsys):

@@ -110,3 +110,53 @@ def test_config_defined_strategy_composes_parts():
         resolve_strategy("m", {"m": {"loss": "vwcc", "network": "plain"}})
     with pytest.raises(ConfigError, match="'nope'.*valid: random, confidence"):
         resolve_strategy("x", {"x": {"selector": "nope"}})
+
+
+def test_score_selectors_share_one_top_k():
+    """Confidence and entropy differ only in their score: both take the b best rows of it."""
+    from asknlearn.strategies import ConfidenceSelector, EntropySelector, Pool, ScoreSelector
+
+    probs = torch.softmax(torch.randn(200, 10, generator=torch.Generator().manual_seed(0)), 1)
+    pool, g = Pool(size=200, probs=probs), torch.Generator()
+    conf = ConfidenceSelector().select(pool, 7, g)
+    assert set(conf.tolist()) == set(probs.max(1).values.argsort()[:7].tolist())
+    h = -(probs * probs.log()).sum(1)
+    ent = EntropySelector().select(pool, 7, g)
+    assert set(ent.tolist()) == set(h.argsort(descending=True)[:7].tolist())
+    assert issubclass(ConfidenceSelector, ScoreSelector) and issubclass(EntropySelector, ScoreSelector)
+
+
+@pytest.mark.parametrize("name", ["badge", "ask-n-learn-lwcc", "ask-n-learn-vwcc", "entropy"])
+def test_build_gives_the_strategys_parts(name):
+    from asknlearn.losses import LWCC, VWCC, CrossEntropy
+    from asknlearn.pseudolabels import ArgmaxPseudoLabels
+    from asknlearn.strategies import SELECTORS
+
+    cfg = ExperimentConfig(dataset="digits", strategy=name, tau=0.7, k_aug=4).resolve()
+    spec = cfg.spec
+    parts = spec.build(cfg)
+    assert isinstance(parts.loss, {"ce": CrossEntropy, "lwcc": LWCC, "vwcc": VWCC}[spec.loss])
+    assert isinstance(parts.selector, SELECTORS[spec.selector])
+    assert parts.augment == Augment(1, False)  # digits' 1-pixel shift, from its dataset entry
+    if spec.pseudo_labels == "refine":
+        assert isinstance(parts.labeler, RefinedPseudoLabels)
+        assert (parts.labeler.tau, parts.labeler.k, parts.labeler.augment) == (0.7, 4, parts.augment)
+    else:
+        assert isinstance(parts.labeler, ArgmaxPseudoLabels)
+
+
+def test_strategies_command_lists_config_defined_ones(tmp_path, capsys):
+    from asknlearn.cli import main
+
+    run_cfg = tmp_path / "run.yaml"
+    run_cfg.write_text("strategies: {my-lwcc: {loss: lwcc, selector: badge}}\n")
+    wf_cfg = tmp_path / "wf.yaml"
+    wf_cfg.write_text("strategies: [badge, my-entropy]\n"
+                      "experiment: {strategies: {my-entropy: {selector: entropy}}}\n")
+    assert main(["strategies", "--configfile", str(run_cfg)]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("my-lwcc") and "lwcc" in line for line in out.splitlines()), out
+    assert main(["strategies", "--configfile", str(wf_cfg)]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("my-entropy") and "entropy" in line for line in out.splitlines())
+    assert "ask-n-learn-vwcc" in out

@@ -115,6 +115,11 @@ def test_schema_documents_every_key():
     def walk(schema: dict, path: str) -> None:
         for key, sub in schema.get("properties", {}).items():
             assert "description" in sub, f"{path}{key} lacks a description"
+            if path == "experiment.":
+                # generated from asknlearn/config.py (tests/test_config.py checks it agrees);
+                # the package fills these defaults, so they are stated, not set by Snakemake
+                assert "Default: " in sub["description"], f"{path}{key} lacks its default"
+                continue
             assert "default" in sub, f"{path}{key} lacks a default"
             if sub.get("type") == "object":
                 walk(sub, f"{path}{key}.")
@@ -162,6 +167,11 @@ def test_paper_config_overrides_every_quickstart_setting(cfg_file):
     ("strategy: [badge]", "Additional properties are not allowed ('strategy' was unexpected)"),
     ("experiment: {query_sise: 20}", "did you mean 'query_size'"),
     ("experiment: {seed: 3}", "seed are set by the workflow"),
+    ("experiment: {lr: [1]}", "lr=[1] is not valid; valid: a value of type float"),
+    ("experiment: {budget: {a: 1}}", "budget={'a': 1} is not valid"),
+    ("experiment: {1: 2}", "key 1 is not valid; valid: string keys"),
+    ("experiment: {budget: 40.5}", "budget=40.5 is not valid"),
+    ("experiment: {strategies: {mine: {selector: nope}}}", "unknown selector 'nope'"),
 ])
 def test_bad_config_fails_before_any_job(dry_dir, tmp_path, bad, message):
     cfg = tmp_path / "bad.yaml"
@@ -169,6 +179,31 @@ def test_bad_config_fails_before_any_job(dry_dir, tmp_path, bad, message):
     proc = snakemake(dry_dir, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    assert not (dry_dir / "results").exists()
+
+
+def test_jobs_get_exactly_the_checked_values(dry_dir, tmp_path):
+    """One coercion: ``budget: 40.0`` is checked and passed as 40; a custom strategy defined in
+    ``experiment.strategies`` runs with its definition (and only its own); a study may be named
+    "null"; list overrides from ``--config`` are read as YAML before the schema checks them;
+    every table a cell writes is a declared output of its job."""
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text('study: "null"\nstrategies: [badge, my-lwcc]\n'
+                   "experiment: {seed_size: 20, query_size: 20, budget: 40.0,\n"
+                   "             strategies: {my-lwcc: {loss: lwcc}, unused: {loss: vwcc}}}\n")
+    proc = snakemake(dry_dir, "-n", "-p", "--configfile", str(cfg), "--config", "seeds=[0,1]",
+                     "noise=[0,0.25]")
+    out = proc.stdout
+    assert job_counts(out)["al_cell"] == 1 * 2 * 2 * 2
+    cmds = [line for line in out.splitlines() if "python -m asknlearn run" in line]
+    assert len(cmds) == 8
+    assert all("--budget 40 " in c and "--study null " in c for c in cmds), cmds[0]
+    own = "--strategies '{\"my-lwcc\": {\"loss\": \"lwcc\"}}'"
+    assert sum(own in c for c in cmds) == 4 and not any("unused" in c for c in cmds)
+    assert not any("--strategy badge" in c and "--strategies" in c for c in cmds)
+    assert "--noise 0.25 " in out and "results/null/runs/digits/my-lwcc/seed1/noise0.25" in out
+    for table in ("rounds", "queries", "reliability"):
+        assert "runs/digits/badge/seed0/noise0/" + table + ".csv" in out
     assert not (dry_dir / "results").exists()
 
 

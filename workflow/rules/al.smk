@@ -28,7 +28,10 @@ rule al_cell:
     input:
         store_flag,
     output:
+        # every table the cell writes and the aggregate reads beside rounds.csv
         rounds=f"{CELL}/rounds.csv",
+        queries=f"{CELL}/queries.csv",
+        reliability=f"{CELL}/reliability.csv",
     log:
         f"{OUT}/logs/al/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}.log",
     benchmark:

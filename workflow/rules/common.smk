@@ -5,6 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -12,6 +13,67 @@ from snakemake.utils import validate
 PKG_ROOT = str(Path(workflow.basedir).resolve())
 sys.path.insert(0, PKG_ROOT)
 
+from asknlearn.config import WORKFLOW_KEYS, coerce_mapping, flag_value, from_mapping, string_keys
+from asknlearn.errors import AskNLearnError
+
+SCHEMA_PATH = Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+
+def _typed(value, schema: dict):
+    """``value`` with the strings that Snakemake's ``--config key=value`` leaves in place of
+    numbers and booleans (``seeds=[0,1]`` arrives as ['0', '1']) read as YAML where the schema
+    wants a number or a boolean, so command-line overrides validate like the same YAML."""
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(value, str) and {"integer", "number", "boolean"} & set(kinds):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, list) and "items" in schema:
+        return [_typed(v, schema["items"]) for v in value]
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _typed(v, schema["properties"].get(k, {})) for k, v in value.items()}
+    return value
+
+
+def _experiment_mappings() -> list[tuple[str, str | None]]:
+    """Where ExperimentConfig keys live: (``experiment``, None), (``overrides``, dataset)..."""
+    over = config.get("overrides") or {}
+    return [("experiment", None), *(("overrides", d) for d in (over if isinstance(over, dict) else {}))]
+
+
+def _coerce_config() -> None:
+    """One coercion before anything checks or uses the config: the package converts every
+    ExperimentConfig value (``budget: 40.0`` becomes 40, a list where a number belongs is
+    refused with its one-line message), and these converted values are both what the
+    pre-flight check resolves and what the jobs get as flags."""
+    try:
+        string_keys(config, "config")
+        schema = yaml.safe_load(SCHEMA_PATH.read_text())
+        for k, v in list(config.items()):
+            config[k] = _typed(v, schema["properties"].get(k, {}))
+        for top, ds in _experiment_mappings():
+            where = top if ds is None else f"{top}.{ds}"
+            mapping = config.get(top, {}) if ds is None else config[top][ds]
+            if not isinstance(mapping, dict):
+                continue  # the schema names the problem
+            bad = sorted(set(mapping) & WORKFLOW_KEYS)
+            if bad:
+                raise WorkflowError(
+                    f"config {where}: {', '.join(bad)} are set by the workflow; use the "
+                    "top-level datasets/strategies/seeds/noise/study/device/data_root/"
+                    "tracking_uri keys instead")
+            values = coerce_mapping(mapping, f"config {where}")
+            if ds is None:
+                config[top] = values
+            else:
+                config[top][ds] = values
+    except AskNLearnError as exc:
+        raise WorkflowError(f"config: {exc}") from None
+
+
+_coerce_config()
 validate(config, "../schemas/config.schema.yaml")
 
 STUDY = config["study"]
@@ -35,23 +97,6 @@ def _noise_tokens() -> list[str]:
 NOISES = _noise_tokens()
 AL = config["resources"]["al"]
 REPORT_RES = config["resources"]["report"]
-# keys the workflow sets per cell or per machine; the experiment mapping may not set them
-_WORKFLOW_KEYS = {
-    "dataset",
-    "strategy",
-    "seed",
-    "noise",
-    "study",
-    "device",
-    "threads",
-    "data_root",
-    "tracking",
-    "tracking_uri",
-    "experiment",
-    "strategies",
-}
-
-
 def tracking_uri() -> str | None:
     """The configured MLflow URI, or an absolute SQLite URI under results/<study>/."""
     if not config["tracking"]:
@@ -67,20 +112,6 @@ def experiment_values(dataset: str) -> dict:
 def _check_experiment() -> None:
     """Build and resolve every cell's config with the package before any job runs, so a
     misspelled key or a bad value stops the workflow with the package's own message."""
-    from asknlearn.config import from_mapping
-    from asknlearn.errors import AskNLearnError
-
-    for where, mapping in [
-        ("experiment", config["experiment"]),
-        *((f"overrides.{d}", m) for d, m in config["overrides"].items()),
-    ]:
-        bad = sorted(set(mapping) & _WORKFLOW_KEYS)
-        if bad:
-            raise WorkflowError(
-                f"config {where}: {', '.join(bad)} are set by the workflow; use the "
-                "top-level datasets/strategies/seeds/noise/study/device/data_root/"
-                "tracking_uri keys instead"
-            )
     for ds in DATASETS:
         for strat in STRATEGIES:
             cell = {
@@ -103,10 +134,16 @@ _check_experiment()
 
 
 def cell_flags(wildcards) -> str:
-    """``asknlearn run`` flags of the experiment keys for this cell's dataset."""
+    """``asknlearn run`` flags of the experiment keys for this cell's dataset, spelled so the
+    job reads back exactly the values the pre-flight check resolved; of the ``strategies``
+    definitions only the cell's own, so defining another strategy reruns no cell."""
+    values = dict(experiment_values(wildcards.dataset))
+    own = {k: v for k, v in values.pop("strategies", {}).items() if k == wildcards.strategy}
+    if own:
+        values["strategies"] = own
     flags = []
-    for key, value in sorted(experiment_values(wildcards.dataset).items()):
-        flags += [f"--{key.replace('_', '-')}", "null" if value is None else str(value)]
+    for key, value in sorted(values.items()):
+        flags += [f"--{key.replace('_', '-')}", flag_value(value)]
     return shlex.join(flags)
 
 
