@@ -25,9 +25,8 @@ from typing import Any
 
 from asknlearn.cli import command
 from asknlearn.errors import AskNLearnError, ConfigError
+from asknlearn.records import CONFIG_FILE, ROUNDS_FILE
 
-ROUNDS_FILE = "rounds.csv"
-CONFIG_FILE = "config.yaml"
 # what a study folder's parent run carries: tables at its root, figures under figures/
 STUDY_TABLES = ("rounds.csv", "reliability.csv", "summary.csv", "summary.md")
 FIGURE_SUFFIXES = (".png", ".pdf")

@@ -254,7 +254,7 @@ def _palette(order: Sequence[str]) -> dict[str, tuple | str]:
 
 
 def _save(fig, outs: Sequence[str | Path]) -> None:
-    from asknlearn.loop import atomic_write
+    from asknlearn.records import atomic_write
 
     for out in map(Path, outs):
         fmt = out.suffix.lstrip(".").lower()
@@ -371,7 +371,7 @@ def plot_reliability(rel: pd.DataFrame, dataset: str, noise: float, outs: Sequen
 
 # ---------------------------------------------------------------------------- CLI
 def _write_csv(df: pd.DataFrame, out: str | Path) -> None:
-    from asknlearn.loop import atomic_write
+    from asknlearn.records import atomic_write
 
     atomic_write(Path(out), lambda p: df.to_csv(p, index=False))
 
@@ -463,7 +463,7 @@ def _summarize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> int:
-    from asknlearn.loop import atomic_write
+    from asknlearn.records import atomic_write
 
     refs = [r for r in args.references.split(",") if r]
     s = summarize(read_rounds(args.rounds), args.target_accuracy, refs)

@@ -57,18 +57,10 @@ from typing import Any, TypeVar
 
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import noise_token
+from asknlearn.records import METRIC_COLUMNS
 
-# the row columns logged as metrics (``round`` is not one: the step already is labels)
-METRIC_COLUMNS = (
-    "accuracy", "ece", "nll", "brier", "train_epochs", "train_accuracy", "train_seconds",
-    "inference_seconds", "selection_seconds", "round_seconds", "wrong_label_fraction",
-    "val_accuracy", "val_ece", "val_nll", "val_brier",
-    "alpha_mean", "alpha_median", "alpha_p90",
-    "val_pseudo_label_accuracy", "val_refined_fraction", "val_refined_argmax_accuracy",
-    "val_refined_accuracy",
-    "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
-    "oracle_refined_accuracy",
-)
+# the row columns logged as metrics come from the records schema (``round`` is not one: the
+# step already is labels)
 TEST_METRICS = ("accuracy", "ece", "nll", "brier")
 CELL_TAG = "asknlearn.cell"
 STUDY_TAG = "asknlearn.study_run"  # on a study's parent run: the study's name
