@@ -290,7 +290,7 @@ def estimate_study(cfg: dict, meter: RateMeter, slots: int, epochs_per_round: fl
 
 
 def _hours(h: float) -> str:
-    return f"{h:.2f}" if h < 100 else f"{h:.0f}"
+    return f"{h:.3g}" if h < 100 else f"{h:.0f}"
 
 
 def format_table(rows: list[StudyEstimate], unit: str, slots: int) -> str:
