@@ -100,10 +100,10 @@ def run_step(name, x, y, epochs, batch, device, precision="fp32", channels_last=
 
 
 # ---------------------------------------------------------------------------- packing workers
-def mlp_rounds(rounds: int, device: torch.device, mode: str) -> None:
+def mlp_rounds(rounds: int, device: torch.device, mode: str, pool_size: int = 59000) -> None:
     """One process's share of the packing test: MLP 'rounds' as a cell runs them."""
     x, y = data(1000, (1, 28, 28), device)
-    pool, _ = data(59000, (1, 28, 28), device, seed=1)
+    pool, _ = data(pool_size, (1, 28, 28), device, seed=1)
     for r in range(rounds):
         model = fresh("mlp", (1, 28, 28), device, seed=r)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
@@ -122,22 +122,24 @@ def mlp_rounds(rounds: int, device: torch.device, mode: str) -> None:
 def worker(args) -> int:
     """``--worker ROUNDS``: warm up, wait for the go file, run, print the seconds as JSON."""
     device = torch.device(args.device)
-    mlp_rounds(1, device, args.mode)  # CUDA context, kernels, allocator: not part of the timing
+    pool = 5000 if args.quick else 59000
+    mlp_rounds(1, device, args.mode, pool)  # CUDA context, kernels, allocator: not part of the timing
     go = Path(args.go)
     Path(f"{go}.ready.{os.getpid()}").touch()
     while not go.exists():
         time.sleep(0.01)
     t0 = time.perf_counter()
-    mlp_rounds(args.worker, device, args.mode)
+    mlp_rounds(args.worker, device, args.mode, pool)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rounds": args.worker}), flush=True)
     return 0
 
 
-def packing(k: int, rounds: int, device: torch.device, mode: str, tmp: Path) -> float:
+def packing(k: int, rounds: int, device: torch.device, mode: str, tmp: Path, quick: bool) -> float:
     """Aggregate rounds/s of ``k`` worker processes sharing the GPU."""
     go = tmp / f"go-{k}"
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(rounds), "--go", str(go),
-                               "--device", device.type, "--mode", mode, "--threads", "1"],
+                               "--device", device.type, "--mode", mode, "--threads", "1",
+                               *(["--quick"] if quick else [])],
                               stdout=subprocess.PIPE, text=True) for _ in range(k)]
     # start the clock once every worker has its CUDA context and kernels warm
     deadline = time.monotonic() + 300
@@ -165,6 +167,7 @@ def main() -> int:
     ap.add_argument("--mode", default="graph", help=argparse_suppress())
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--pack", default="1,2,4,8,12", help="process counts of the packing test")
+    ap.add_argument("--models", default="resnet18,vgg16", help="CNNs of the training comparison")
     args = ap.parse_args()
     if args.worker:
         torch.set_num_threads(args.threads)
@@ -176,14 +179,14 @@ def main() -> int:
     device = C.setup(args)
     env = C.environment(device, args.threads)
     cuda = device.type == "cuda"
-    n = (512 if cuda else 128) if args.quick else 4096
+    n = (512 if cuda else 64) if args.quick else 4096
     warm = min(256, n // 2)  # rows of the untimed warm-up epoch
     epochs = 1 if args.quick else args.epochs
     res: dict = {"cnn": {}, "notes": []}
     targets = []
     print(f"bench_gpu on {env['device_name']}: CNN training, N={n} CIFAR-shaped, {epochs} epoch(s)",
           flush=True)
-    for name in ("resnet18", "vgg16"):
+    for name in args.models.split(","):
         x, y = data(n, (3, 32, 32), device)
         torch_defaults()  # the current path runs on torch's default flags
         run_current(name, x[:warm], y[:warm], 1, 64, device)  # warm-up: kernels, allocator
@@ -196,6 +199,8 @@ def main() -> int:
                  ("channels_last", "fp32", True, "off"), ("bf16+cl", "bf16", True, "off"),
                  ("graph", "fp32", False, "graph"), ("graph+bf16+cl", "bf16", True, "graph"),
                  ("compile+bf16+cl", "bf16", True, "compile")]
+        if not cuda:  # a CPU smoke run: bf16 is refused and compile would only run eagerly
+            paths = [p for p in paths if p[1] == "fp32" and p[3] != "compile"]
         weights = {}
         for label, prec, cl, mode in paths:
             try:
@@ -276,7 +281,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         for k in counts:
             try:
-                pack[k] = packing(k, rounds, device, "graph" if cuda else "off", Path(tmp))
+                pack[k] = packing(k, rounds, device, "graph" if cuda else "off", Path(tmp), args.quick)
             except Exception as exc:
                 pack[k] = float("nan")
                 res["notes"].append(f"packing k={k} failed: {exc}"[:300])
