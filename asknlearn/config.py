@@ -22,6 +22,12 @@ from asknlearn.errors import ConfigError
 from asknlearn.models import MODELS
 from asknlearn.strategies import resolve_strategy
 
+# rate of each model's stochastic layers when `dropout` is not set: the MLP's from the
+# validation-split study on Fashion-MNIST (docs/hyperparameters.md); ResNet-18: Huang et al.'s
+# stochastic-depth rule (last block dropped with probability 0.5), as Seo et al. (2019) use;
+# VGG-16: not tuned here (no CIFAR/SVHN data on our machines), a common MC-dropout rate.
+DEFAULT_DROPOUT = {"mlp": 0.3, "resnet18": 0.5, "vgg16": 0.3}
+
 
 @dataclass
 class ExperimentConfig:
@@ -38,19 +44,28 @@ class ExperimentConfig:
     val_size: int = 0  # held out from the pool for model selection studies (never the test set)
     # --- model and training
     model: str | None = None  # mlp | resnet18 | vgg16 (None: the paper's choice per dataset)
-    dropout: float | None = None  # before the last layer; None: 0.3 for VWCC, else 0
+    # rate of the stochastic network's layers: dropout after every hidden layer (MLP), after
+    # every pooling stage (VGG-16), stochastic depth of the last block (ResNet-18, linear decay).
+    # None: the per-model default (docs/hyperparameters.md). Plain-network strategies use 0.
+    dropout: float | None = None
+    # which strategies run on the stochastic network: auto = those whose parts need stochastic
+    # inferences (VWCC, MC-dropout selectors, the badge-dropout control); stochastic = all
+    network: str = "auto"
     lr: float = 1e-3  # Adam
     weight_decay: float = 0.0
     train_batch_size: int = 64
-    target_train_accuracy: float = 0.99  # stop training at this running train accuracy
+    target_train_accuracy: float = 0.99  # stop when an eval-mode pass over L reaches this
     max_epochs: int = 200
-    # --- Ask-n-Learn (unspecified by the paper; see docs/hyperparameters.md)
+    train_augment: bool = False  # train every strategy with the refinement's augmentation
+    # --- Ask-n-Learn (unspecified by the paper; chosen on a validation split, see
+    # docs/hyperparameters.md)
     tau: float = 0.9  # keep argmax pseudo-label when max p >= tau
     k_aug: int = 10  # augmentations averaged for low-confidence pseudo-labels
+    refine_include_original: bool = False  # count the un-augmented view in the average
     aug_shift: int | None = None  # max translation in pixels (None: per dataset family)
     aug_flip: bool | None = None  # random horizontal flip (None: per dataset family)
     lwcc_lambda: float = 1.0  # λ in eq. 3
-    vwcc_samples: int = 5  # T stochastic inferences in eq. 2
+    vwcc_samples: int = 5  # T stochastic inferences in eq. 2 (and for α diagnostics)
     # --- evaluation and runtime
     ece_bins: int = 15
     eval_batch_size: int = 4096
@@ -79,11 +94,13 @@ class ExperimentConfig:
         validate(self)
         info = DATASETS[self.dataset]
         aug = FAMILY_AUGMENT[info.family]
+        model = self.model or info.default_model
+        stochastic = self.network == "stochastic" or self.spec.stochastic
+        rate = self.dropout if self.dropout is not None else DEFAULT_DROPOUT[model]
         out = dataclasses.replace(
             self,
-            model=self.model or info.default_model,
-            dropout=self.dropout if self.dropout is not None
-            else (0.3 if self.spec.loss == "vwcc" else 0.0),
+            model=model,
+            dropout=rate if stochastic else 0.0,
             aug_shift=self.aug_shift if self.aug_shift is not None else
             (1 if self.dataset == "digits" else aug["shift"]),
             aug_flip=self.aug_flip if self.aug_flip is not None else aug["flip"],
@@ -92,16 +109,19 @@ class ExperimentConfig:
         if out.model != "mlp" and info.shape[1:] != (32, 32):
             raise ConfigError(f"model={out.model!r} expects 32x32 images but dataset {self.dataset!r} "
                               f"has {info.shape[1]}x{info.shape[2]}; valid: mlp")
-        if out.spec.loss == "vwcc" and out.dropout <= 0:
-            raise ConfigError(f"dropout={out.dropout!r}: VWCC needs stochastic inferences; "
-                              "valid: a dropout rate in (0, 1)")
+        if stochastic and out.dropout <= 0:
+            raise ConfigError(f"dropout={out.dropout!r}: strategy {self.strategy!r} runs on the "
+                              "stochastic network, which needs a rate; valid: a rate in (0, 1)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def cell_id(self) -> str:
-        return f"{self.study}/{self.dataset}/{self.strategy}/seed{self.seed}/noise{self.noise:g}"
+        """``study/dataset/strategy/seedN/noiseR`` with the exact noise rate (never rounded)."""
+        from asknlearn.naming import noise_token
+
+        return f"{self.study}/{self.dataset}/{self.strategy}/seed{self.seed}/noise{noise_token(self.noise)}"
 
 
 _FIELDS = {f.name: f for f in fields(ExperimentConfig)}
@@ -180,19 +200,20 @@ def validate(cfg: ExperimentConfig) -> None:
          f"a positive multiple of query_size={cfg.query_size}")
     need(cfg.val_size >= 0, "val_size", "an integer >= 0")
     need(0.0 <= cfg.tau <= 1.0, "tau", "a threshold in [0, 1]")
-    need(cfg.k_aug >= 0, "k_aug", "an integer >= 0")
-    need(cfg.aug_shift is None or cfg.aug_shift >= 0, "aug_shift", "an integer >= 0")
-    need(cfg.lwcc_lambda >= 0, "lwcc_lambda", "a weight >= 0")
-    need(cfg.vwcc_samples >= 2, "vwcc_samples", "an integer >= 2")
+    need(0 <= cfg.k_aug <= 1000, "k_aug", "an integer in [0, 1000]")
+    need(cfg.aug_shift is None or 0 <= cfg.aug_shift <= 64, "aug_shift", "an integer in [0, 64]")
+    need(0 <= cfg.lwcc_lambda <= 100, "lwcc_lambda", "a finite weight in [0, 100]")
+    need(2 <= cfg.vwcc_samples <= 1000, "vwcc_samples", "an integer in [2, 1000]")
     need(cfg.dropout is None or 0.0 <= cfg.dropout < 1.0, "dropout", "a rate in [0, 1)")
-    need(cfg.lr > 0, "lr", "a learning rate > 0")
-    need(cfg.weight_decay >= 0, "weight_decay", "a value >= 0")
+    need(0 < cfg.lr <= 1, "lr", "a finite learning rate in (0, 1]")
+    need(0 <= cfg.weight_decay <= 1, "weight_decay", "a finite value in [0, 1]")
+    need(cfg.network in ("auto", "stochastic"), "network", "auto, stochastic")
     need(cfg.train_batch_size >= 1, "train_batch_size", "an integer >= 1")
     need(0.0 < cfg.target_train_accuracy <= 1.0, "target_train_accuracy", "a value in (0, 1]")
     need(cfg.max_epochs >= 1, "max_epochs", "an integer >= 1")
-    need(cfg.ece_bins >= 1, "ece_bins", "an integer >= 1")
+    need(1 <= cfg.ece_bins <= 10000, "ece_bins", "an integer in [1, 10000]")
     need(cfg.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
-    need(cfg.threads is None or cfg.threads >= 1, "threads", "an integer >= 1")
+    need(cfg.threads is None or 1 <= cfg.threads <= 4096, "threads", "an integer in [1, 4096]")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
          "device", "auto, cpu, cuda, cuda:N")

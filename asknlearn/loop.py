@@ -29,14 +29,14 @@ from asknlearn.config import ExperimentConfig, check_pool_size
 from asknlearn.data import TensorData, load_dataset
 from asknlearn.errors import ConfigError
 from asknlearn.inference import predict
-from asknlearn.losses import build_loss
+from asknlearn.losses import build_loss, vwcc_alpha
 from asknlearn.metrics import all_metrics, reliability_bins
 from asknlearn.models import build_model
 from asknlearn.oracle import noisy_labels
-from asknlearn.pseudolabels import ArgmaxPseudoLabels, RefinedPseudoLabels
+from asknlearn.pseudolabels import PSEUDO_LABELERS
 from asknlearn.strategies import SELECTORS, Pool
 from asknlearn.tracking import make_tracker
-from asknlearn.train import train_model
+from asknlearn.train import TrainingDiverged, train_model
 
 STATE_FILE = "state.pt"
 ROUNDS_FILE = "rounds.csv"
@@ -46,6 +46,17 @@ CONFIG_FILE = "config.yaml"
 # keys that change what a cell computes; others (device, threads, tracking) may differ on resume
 _RUNTIME_KEYS = {"device", "threads", "data_root", "download", "tracking", "tracking_uri",
                  "experiment", "eval_batch_size"}
+
+
+# per-round mechanism diagnostics: α of eq. 2 on L (stochastic networks); pseudo-label
+# refinement on the validation split (val_*) and, for reading only, on the pool (oracle_*)
+DIAGNOSTIC_COLUMNS = (
+    "alpha_mean", "alpha_median", "alpha_p90",
+    "val_pseudo_label_accuracy", "val_refined_fraction", "val_refined_argmax_accuracy",
+    "val_refined_accuracy",
+    "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
+    "oracle_refined_accuracy",
+)
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -116,11 +127,9 @@ class Cell:
         spec = self.cfg.spec
         self.loss_fn = build_loss(spec.loss, self.cfg.lwcc_lambda, self.cfg.vwcc_samples)
         self.selector = SELECTORS[spec.selector]()
-        self.labeler = (
-            RefinedPseudoLabels(self.cfg.tau, self.cfg.k_aug,
-                                Augment(self.cfg.aug_shift, self.cfg.aug_flip))
-            if spec.pseudo_labels == "refine" else ArgmaxPseudoLabels()
-        )
+        self.augment = Augment(self.cfg.aug_shift, self.cfg.aug_flip)
+        self.labeler = PSEUDO_LABELERS[spec.pseudo_labels](
+            self.cfg.tau, self.cfg.k_aug, self.augment, self.cfg.refine_include_original)
         self.tracker = tracker if tracker is not None else make_tracker(self.cfg)
 
     def _check_writable(self) -> None:
@@ -146,12 +155,59 @@ class Cell:
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(derive_seed(self.cfg.seed, "dropout", round_))
         c = self.cfg
-        res = train_model(
-            model, self.loss_fn, self.data.x_train[labeled.to(self.device)],
-            labels.to(self.device), lr=c.lr, batch_size=c.train_batch_size,
-            target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
-            weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_))
+        last = [time.monotonic()]
+
+        def progress(epoch: int, acc: float) -> None:
+            # long rounds say they are alive, at most once every 10 s
+            if time.monotonic() - last[0] >= 10.0:
+                last[0] = time.monotonic()
+                self.log(f"[{c.cell_id()}] round {round_:>3} training: epoch {epoch} "
+                         f"train accuracy {acc:.4f} (target {c.target_train_accuracy})")
+
+        try:
+            res = train_model(
+                model, self.loss_fn, self.data.x_train[labeled.to(self.device)],
+                labels.to(self.device), lr=c.lr, batch_size=c.train_batch_size,
+                target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
+                weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_),
+                eval_batch_size=c.eval_batch_size,
+                augment=self.augment if c.train_augment else None, progress=progress)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{c.cell_id()} round {round_}: {exc}; the round is not "
+                                   "recorded; valid: a smaller lr / weight_decay") from None
         return model, res
+
+    @torch.no_grad()
+    def stochastic_probs(self, model, x: torch.Tensor) -> torch.Tensor:
+        """(T, N, K) softmax of T stochastic inferences (eval-mode batch norm, dropout on),
+        in chunks of one T·chunk batch each."""
+        model.eval()
+        t = self.cfg.vwcc_samples
+        per = max(1, self.cfg.eval_batch_size // t)
+        return torch.cat([torch.softmax(model.stochastic_logits(x[s : s + per], t), dim=-1)
+                          for s in range(0, len(x), per)], dim=1)
+
+    def alpha_diagnostics(self, model, labeled: torch.Tensor) -> dict[str, float]:
+        """α of eq. 2 on the labeled set after training: shows whether VWCC's weights are
+        doing anything (α ≈ 0 everywhere means VWCC is plain cross-entropy)."""
+        if not model.stochastic:
+            return {}
+        a = vwcc_alpha(self.stochastic_probs(model, self.data.x_train[labeled.to(self.device)]))
+        q = torch.quantile(a.double().cpu(), torch.tensor([0.5, 0.9], dtype=torch.float64))
+        return {"alpha_mean": a.double().mean().item(), "alpha_median": q[0].item(),
+                "alpha_p90": q[1].item()}
+
+    def refine_diagnostics(self, model, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor,
+                           labels: torch.Tensor, refined: torch.Tensor, prefix: str) -> dict[str, float]:
+        """Accuracy of argmax and of the refined pseudo-labels on the refined subset, and of
+        all pseudo-labels: whether refinement helps where it acts."""
+        argmax = probs.argmax(dim=1)
+        out = {f"{prefix}pseudo_label_accuracy": (labels == y).double().mean().item(),
+               f"{prefix}refined_fraction": refined.double().mean().item()}
+        if refined.any():
+            out[f"{prefix}refined_argmax_accuracy"] = (argmax[refined] == y[refined]).double().mean().item()
+            out[f"{prefix}refined_accuracy"] = (labels[refined] == y[refined]).double().mean().item()
+        return out
 
     def evaluate(self, model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, float], dict]:
         """Metrics and reliability-diagram bins of ``model`` on (x, y)."""
@@ -159,38 +215,56 @@ class Cell:
         return all_metrics(probs, y, self.cfg.ece_bins), reliability_bins(probs, y, self.cfg.ece_bins)
 
     # ------------------------------------------------------------------ selection
-    def select(self, model, unlabeled: torch.Tensor, round_: int) -> tuple[torch.Tensor, dict]:
-        """Pick b pool points (train-set indices) with this round's strategy."""
+    def select(self, model, unlabeled: torch.Tensor, round_: int, *,
+               labeled: torch.Tensor | None = None, val: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict]:
+        """Pick b pool points (train-set indices) with this round's strategy.
+
+        Computes exactly what the selector ``needs``, then the diagnostics: refinement on the
+        validation split (``val_refined_*``, label-free for the pool, usable for choices) and
+        the pool's true labels (``oracle_*``, for reading only: never used to select)."""
+        c, dev = self.cfg, self.device
         needs = self.selector.needs
-        x = self.data.x_train[unlabeled.to(self.device)] if needs else None
+        x = self.data.x_train[unlabeled.to(dev)] if needs else None
         pool = Pool(size=len(unlabeled))
         t0 = time.perf_counter()
-        extra: dict[str, float] = {"pseudo_label_accuracy": float("nan"),
-                                   "refined_fraction": float("nan")}
-        if needs:
-            pool.probs, pool.features = predict(model, x, self.cfg.eval_batch_size,
+        extra: dict[str, float] = {}
+        if needs & {"probs", "features", "pseudo_labels"}:
+            pool.probs, pool.features = predict(model, x, c.eval_batch_size,
                                                 features="features" in needs)
+        if "stochastic_probs" in needs:
+            pool.stochastic_probs = self.stochastic_probs(model, x)
+        labeled = torch.zeros(0, dtype=torch.long) if labeled is None else labeled
+        val = torch.zeros(0, dtype=torch.long) if val is None else val
+        if "labeled_features" in needs:
+            _, pool.labeled_features = predict(model, self.data.x_train[labeled.to(dev)],
+                                               c.eval_batch_size, features=True)
+        refined = None
         if "pseudo_labels" in needs:
             pool.pseudo_labels, refined = self.labeler(
-                model, x, pool.probs, generator(self.cfg.seed, "augment", round_),
-                self.cfg.eval_batch_size)
-            # diagnostics only (never used to select): how often ŷ is the true class
-            y_pool = self.data.y_train[unlabeled.to(self.device)]
-            extra["pseudo_label_accuracy"] = (pool.pseudo_labels == y_pool).double().mean().item()
-            extra["refined_fraction"] = refined.double().mean().item()
-        if self.device.type == "cuda":
+                model, x, pool.probs, generator(c.seed, "augment", round_), c.eval_batch_size)
+        if dev.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        rows = self.selector.select(pool, self.cfg.query_size,
-                                    generator(self.cfg.seed, "select", round_))
+        rows = self.selector.select(pool, c.query_size, generator(c.seed, "select", round_))
         t2 = time.perf_counter()
         rows = rows.cpu()
-        if len(rows) != self.cfg.query_size or len(torch.unique(rows)) != len(rows):
-            raise RuntimeError(f"selector {self.cfg.spec.selector!r} returned {len(rows)} "
+        if len(rows) != c.query_size or len(torch.unique(rows)) != len(rows):
+            raise RuntimeError(f"selector {c.spec.selector!r} returned {len(rows)} "
                                f"indices ({len(torch.unique(rows))} distinct), "
-                               f"expected {self.cfg.query_size} distinct")
+                               f"expected {c.query_size} distinct")
         extra["inference_seconds"] = t1 - t0
         extra["selection_seconds"] = t2 - t1
+        if refined is not None:
+            extra.update(self.refine_diagnostics(
+                model, x, self.data.y_train[unlabeled.to(dev)], pool.probs, pool.pseudo_labels,
+                refined, "oracle_"))
+            if len(val):
+                xv, yv = self.data.x_train[val.to(dev)], self.data.y_train[val.to(dev)]
+                pv, _ = predict(model, xv, c.eval_batch_size)
+                lv, rv = self.labeler(model, xv, pv, generator(c.seed, "augment-val", round_),
+                                      c.eval_batch_size)
+                extra.update(self.refine_diagnostics(model, xv, yv, pv, lv, rv, "val_"))
         return unlabeled[rows], extra
 
     # ------------------------------------------------------------------ state
@@ -236,10 +310,31 @@ class Cell:
             "round_seconds": seconds,
             "n_wrong_labels": int(wrong.sum()),
             "wrong_label_fraction": wrong.double().mean().item(),
-            "pseudo_label_accuracy": extra.get("pseudo_label_accuracy", float("nan")),
-            "refined_fraction": extra.get("refined_fraction", float("nan")),
+            **{k: extra.get(k, float("nan")) for k in DIAGNOSTIC_COLUMNS},
             "timestamp_ms": int(time.time() * 1000),
         }
+
+    def _eta_text(self, rows: list[dict[str, Any]]) -> str:
+        """Elapsed time and an ETA for the cell: seconds per label so far (training cost
+        grows with |L|) times the labels of the rounds still to come."""
+        c = self.cfg
+        done = sum(r["round_seconds"] for r in rows)
+        per_label = done / max(sum(r["labels"] for r in rows), 1)
+        last = rows[-1]["labels"]
+        todo = sum(last + c.query_size * i for i in range(1, c.rounds - rows[-1]["round"] + 1))
+        eta = per_label * todo
+        return f" elapsed {_hms(done)}" + (f" eta {_hms(eta)}" if todo else " done")
+
+    @staticmethod
+    def _diag_text(row: dict[str, Any]) -> str:
+        out = ""
+        if row["alpha_mean"] == row["alpha_mean"]:
+            out += f" alpha {_fmt(row['alpha_mean'])}"
+        if row["oracle_refined_fraction"] == row["oracle_refined_fraction"]:
+            out += (f" refined {_fmt(row['oracle_refined_fraction'])}"
+                    f" val-refined acc {_fmt(row['val_refined_accuracy'])}"
+                    f" vs argmax {_fmt(row['val_refined_argmax_accuracy'])}")
+        return out
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> pd.DataFrame:
@@ -294,7 +389,7 @@ class Cell:
                 in_l = torch.zeros(len(y_cpu), dtype=torch.bool)
                 in_l[state["labeled"]] = True
                 unlabeled = pool[~in_l[pool]]
-                query, extra = self.select(model, unlabeled, r)
+                query, extra = self.select(model, unlabeled, r, labeled=state["labeled"], val=val)
                 given, wrong = noisy_labels(y_cpu[query], self.data.num_classes, c.noise,
                                             generator(c.seed, "oracle", r))
                 state["labeled"] = torch.cat([state["labeled"], query])
@@ -303,6 +398,7 @@ class Cell:
                 state["label_round"] = torch.cat(
                     [state["label_round"], torch.full((len(query),), r, dtype=torch.long)])
             model, fit = self.fit(state["labeled"], state["labels"], r)
+            extra.update(self.alpha_diagnostics(model, state["labeled"]))
             metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
             state.setdefault("reliability", []).append(
                 pd.DataFrame({"round": r, **{k: v.numpy() for k, v in rel.items()}}))
@@ -321,12 +417,22 @@ class Cell:
             self.log(
                 f"[{c.cell_id()}] round {r:>3}/{c.rounds} labels {row['labels']:>6} "
                 f"acc {row['accuracy']:.4f} ece {row['ece']:.4f} nll {row['nll']:.3f} "
-                f"brier {row['brier']:.4f} epochs {fit.epochs:>3} "
+                f"brier {row['brier']:.4f} epochs {fit.epochs:>3}{self._diag_text(row)} "
                 f"train {fit.seconds:6.1f}s select {sel_s:5.1f}s "
-                f"total {row['round_seconds']:6.1f}s"
+                f"total {row['round_seconds']:6.1f}s{self._eta_text(state['rows'])}"
             )
         self.tracker.finish()
         return pd.DataFrame(state["rows"])
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _fmt(v: float) -> str:
+    return "-" if v != v else f"{v:.3f}"
 
 
 def run_cell(cfg: ExperimentConfig, out_dir: str | os.PathLike, **kw) -> pd.DataFrame:

@@ -69,8 +69,10 @@ class LWCC:
 class VWCC:
     """ℓ = mean_i (1/T) Σ_t [ (1 − α_i) ℓ_ce(p_t) + α_i D_KL(U || p_t) ] (eq. 2, Seo et al. 2019).
 
-    The T stochastic inferences are one batched head pass over T dropout masks
-    (:meth:`SplitNet.stochastic_logits`); α_i is detached (a per-sample weight).
+    The T stochastic inferences run through the whole network (dropout in every hidden layer,
+    or stochastic depth), as one forward pass over a T·B batch
+    (:meth:`SplitNet.stochastic_logits`); α_i is detached (a per-sample weight). The logits
+    returned for bookkeeping are the mean over the T inferences.
     """
 
     samples: int = 5
@@ -85,16 +87,20 @@ class VWCC:
         return loss, logits_t.mean(dim=0)
 
 
-LOSSES = ("ce", "lwcc", "vwcc")
+# name -> factory(lwcc_lambda, vwcc_samples); `stochastic` names the losses that need a network
+# with stochastic layers
+LOSSES = {
+    "ce": lambda lam, samples: CrossEntropy(),
+    "lwcc": lambda lam, samples: LWCC(lam),
+    "vwcc": lambda lam, samples: VWCC(samples),
+}
+STOCHASTIC_LOSSES = frozenset({"vwcc"})
 
 
 def build_loss(name: str, lwcc_lambda: float = 1.0, vwcc_samples: int = 5):
+    """The training objective ``name`` with its hyperparameters (λ of eq. 3, T of eq. 2)."""
     from asknlearn.errors import ConfigError
 
-    if name == "ce":
-        return CrossEntropy()
-    if name == "lwcc":
-        return LWCC(lwcc_lambda)
-    if name == "vwcc":
-        return VWCC(vwcc_samples)
-    raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return LOSSES[name](lwcc_lambda, vwcc_samples)

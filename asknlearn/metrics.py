@@ -52,7 +52,13 @@ def brier(probs: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def all_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, float]:
-    """accuracy, ECE, NLL and Brier of ``probs`` (N, K) against labels ``y``."""
+    """accuracy, ECE, NLL and Brier of ``probs`` (N, K) against labels ``y``.
+
+    A model that outputs NaN/inf anywhere gets NaN for every metric: never a perfect-looking
+    ECE of 0 or the accuracy of an argmax over NaNs."""
+    if not bool(torch.isfinite(probs).all()):
+        nan = float("nan")
+        return {"accuracy": nan, "ece": nan, "nll": nan, "brier": nan}
     return {
         "accuracy": accuracy(probs, y),
         "ece": ece(probs, y, bins),

@@ -1,20 +1,87 @@
 """The paper's networks (section 4.1), each split into a feature trunk and a linear head.
 
-Every model is a :class:`SplitNet`: ``trunk(x)`` gives the penultimate features z (eq. 4),
-``head`` is the last linear layer θ°, and dropout sits between them. Because the only
-stochastic layer is after the trunk, T stochastic inferences (VWCC, eq. 2) need the trunk
-once and the head on T dropout masks: one batched op, exact, no Python loop over T.
+Every model is a :class:`SplitNet`: ``trunk(x)`` gives the penultimate features z (eq. 4) and
+``head`` is the last linear layer θ°. The stochastic layers that VWCC (eq. 2) and MC-dropout
+selectors sample from sit *inside* the trunk, as in Seo et al. (2019), who obtain their
+stochastic inferences from dropout or stochastic depth in the whole network:
+
+* MLP: dropout after every hidden layer (so also on z, before the head);
+* ResNet-18: stochastic depth in every residual block (Huang et al. 2016), linear decay of the
+  drop rate from 0 at the stem to ``dropout`` at the last block;
+* VGG-16-BN: dropout after every pooling stage.
+
+Those layers are :class:`MCDropout` / :class:`StochasticDepth` modules: active in training, off in
+eval mode, and switched on in eval mode by :func:`mc_sampling` (batch norm then still uses its
+running statistics). :meth:`SplitNet.stochastic_logits` runs T stochastic inferences as ONE
+forward pass over a T·B batch, never a Python loop over T. With ``dropout = 0`` the stochastic
+layers are identities and the network is the plain one of the BADGE protocol.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+class _Stochastic(nn.Module):
+    """Base of the layers that MC sampling switches on in eval mode."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop rate {p!r} not in [0, 1)")
+        self.p = p
+        self.mc = False  # set by mc_sampling(): sample even in eval mode
+
+    @property
+    def active(self) -> bool:
+        return self.p > 0 and (self.training or self.mc)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MCDropout(_Stochastic):
+    """Inverted dropout that stays on during MC sampling (Gal & Ghahramani 2016)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p, training=True) if self.active else x
+
+
+class StochasticDepth(_Stochastic):
+    """Per-sample stochastic depth on a residual branch (Huang et al. 2016), inverted scaling:
+    the branch of each sample is kept with probability 1 − p and scaled by 1/(1 − p), so eval
+    mode is the identity. Per sample (not per batch), so the T copies of a T·B batch draw
+    independent depths."""
+
+    def forward(self, branch: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return branch
+        keep = torch.empty((branch.shape[0],) + (1,) * (branch.dim() - 1), device=branch.device,
+                           dtype=branch.dtype).bernoulli_(1.0 - self.p)
+        return branch * keep / (1.0 - self.p)
+
+
+@contextmanager
+def mc_sampling(model: nn.Module) -> Iterator[None]:
+    """Within this block every stochastic layer of ``model`` samples, whatever its mode."""
+    layers = [m for m in model.modules() if isinstance(m, _Stochastic)]
+    for m in layers:
+        m.mc = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.mc = False
+
+
 class SplitNet(nn.Module):
-    """trunk → dropout → head. ``forward`` returns logits; ``features`` returns z."""
+    """trunk (with its stochastic layers) → head. ``forward`` returns logits; ``features``
+    returns z, the input of the last layer (eq. 4)."""
 
     def __init__(self, trunk: nn.Module, feat_dim: int, num_classes: int, dropout: float):
         super().__init__()
@@ -23,38 +90,53 @@ class SplitNet(nn.Module):
         self.dropout_p = dropout
         self.head = nn.Linear(feat_dim, num_classes)
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether the network has any stochastic layer with a non-zero rate."""
+        return any(isinstance(m, _Stochastic) and m.p > 0 for m in self.modules())
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.dropout(self.trunk(x), self.dropout_p, self.training))
+        return self.head(self.trunk(x))
 
     def stochastic_logits(self, x: torch.Tensor, samples: int) -> torch.Tensor:
-        """(T, N, K) logits from ``samples`` = T dropout masks on one trunk pass (eq. 2)."""
-        z = self.trunk(x)
-        zt = z.unsqueeze(0).expand(samples, *z.shape)
-        p = self.dropout_p if self.dropout_p > 0 else 0.0
-        # training=True: stochastic inference is MC dropout even when the model is in eval mode
-        return self.head(F.dropout(zt, p, training=True))
+        """(T, B, K) logits of T = ``samples`` stochastic inferences of x (B, ...) (eq. 2).
+
+        One forward pass over the T·B batch ``x`` repeated T times: each copy draws its own
+        dropout masks / depths. Batch norm keeps the model's mode (batch statistics while
+        training, running statistics in eval), and since every copy of a sample sees the same
+        batch, the T copies do not change the batch statistics.
+        """
+        b = x.shape[0]
+        xt = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * b, *x.shape[1:])
+        with mc_sampling(self):
+            return self(xt).view(samples, b, -1)
 
 
-def mlp_trunk(in_dim: int, hidden: tuple[int, ...] = (256, 256, 256)) -> nn.Sequential:
+def mlp_trunk(in_dim: int, hidden: tuple[int, ...] = (256, 256, 256), dropout: float = 0.0
+              ) -> nn.Sequential:
+    """[Linear → ReLU → dropout] per hidden layer (dropout after *every* hidden layer)."""
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(in_dim, h), nn.ReLU(inplace=True), MCDropout(dropout)]
         in_dim = h
     return nn.Sequential(*layers)
 
 
 class BasicBlock(nn.Module):
+    """ResNet basic block whose residual branch goes through stochastic depth."""
+
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, drop: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.drop = StochasticDepth(drop)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
@@ -63,22 +145,28 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.drop(self.bn2(self.conv2(out)))
         return F.relu(out + self.shortcut(x))
 
 
 class ResNet18Trunk(nn.Module):
-    """ResNet-18, CIFAR variant (He et al. 2015; 3×3 stem, no max-pool), up to global pooling."""
+    """ResNet-18, CIFAR variant (He et al. 2015; 3×3 stem, no max-pool), up to global pooling.
+    Block l of L drops its residual branch with rate ``dropout``·l/L (Huang et al.'s linear
+    decay rule, which Seo et al. 2019 use for their ResNets)."""
 
-    def __init__(self, in_ch: int = 3):
+    def __init__(self, in_ch: int = 3, dropout: float = 0.0):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
         )
-        layers, planes_in = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(planes_in, planes, stride), BasicBlock(planes, planes, 1)]
-            planes_in = planes
+        stages = ((64, 1), (128, 2), (256, 2), (512, 2))
+        n_blocks = 2 * len(stages)
+        layers, planes_in, i = [], 64, 0
+        for planes, stride in stages:
+            for s in (stride, 1):
+                i += 1
+                layers.append(BasicBlock(planes_in, planes, s, dropout * i / n_blocks))
+                planes_in = planes
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,12 +177,13 @@ class ResNet18Trunk(nn.Module):
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-def vgg16_bn_trunk(in_ch: int = 3) -> nn.Sequential:
-    """VGG-16 with batch norm (Simonyan & Zisserman 2014), 32×32 inputs → 512 features."""
+def vgg16_bn_trunk(in_ch: int = 3, dropout: float = 0.0) -> nn.Sequential:
+    """VGG-16 with batch norm (Simonyan & Zisserman 2014), 32×32 inputs → 512 features, with
+    dropout after every pooling stage (the last one acts on z)."""
     layers: list[nn.Module] = []
     for v in _VGG16:
         if v == "M":
-            layers.append(nn.MaxPool2d(2))
+            layers += [nn.MaxPool2d(2), MCDropout(dropout)]
         else:
             layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
             in_ch = v
@@ -102,19 +191,37 @@ def vgg16_bn_trunk(in_ch: int = 3) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-MODELS = ("mlp", "resnet18", "vgg16")
+def _mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    c, h, w = shape
+    return mlp_trunk(c * h * w, dropout=dropout), 256
+
+
+def _resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    return ResNet18Trunk(shape[0], dropout), 512
+
+
+def _vgg16(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    return vgg16_bn_trunk(shape[0], dropout), 512
+
+
+# name -> (trunk factory (shape, dropout) -> (trunk, feature size), input sizes it accepts)
+MODELS: dict[str, tuple] = {
+    "mlp": (_mlp, None),
+    "resnet18": (_resnet18, (32, 32)),
+    "vgg16": (_vgg16, (32, 32)),
+}
 
 
 def build_model(name: str, shape: tuple[int, int, int], num_classes: int, dropout: float) -> SplitNet:
-    """Build model ``name`` for inputs of ``shape`` = (C, H, W)."""
+    """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
+    ``dropout`` (0: the plain network)."""
     from asknlearn.errors import ConfigError
 
-    c, h, w = shape
-    if name == "mlp":
-        return SplitNet(mlp_trunk(c * h * w), 256, num_classes, dropout)
-    if name in ("resnet18", "vgg16"):
-        if (h, w) != (32, 32):
-            raise ConfigError(f"model {name!r} expects 32x32 images, got {h}x{w}; use 'mlp'")
-        trunk = ResNet18Trunk(c) if name == "resnet18" else vgg16_bn_trunk(c)
-        return SplitNet(trunk, 512, num_classes, dropout)
-    raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    factory, hw = MODELS[name]
+    if hw is not None and tuple(shape[1:]) != hw:
+        raise ConfigError(f"model {name!r} expects {hw[0]}x{hw[1]} images, got "
+                          f"{shape[1]}x{shape[2]}; use 'mlp'")
+    trunk, feat_dim = factory(shape, dropout)
+    return SplitNet(trunk, feat_dim, num_classes, dropout)

@@ -1,8 +1,10 @@
 """Pseudo-labelers: how the unlabeled pool's labels ŷ for eq. 4 are guessed.
 
 ``argmax`` is BADGE's rule. ``refine`` is Ask-n-Learn's (Algorithm 1): keep argmax p where
-max p ≥ τ, otherwise take argmax of the mean softmax over k random augmentations. Only the
-low-confidence subset is augmented, k copies in one batched pass.
+max p ≥ τ, otherwise take the argmax of the mean softmax over k random augmentations (and,
+optionally, the un-augmented view). Only the low-confidence subset is augmented, k copies per
+chunk in one batched pass; the augmentation draws are made once for the whole subset, so the
+labels do not depend on the chunk size (``eval_batch_size``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from asknlearn.models import SplitNet
 
 @dataclass(frozen=True)
 class ArgmaxPseudoLabels:
-    name: str = "argmax"
+    """BADGE's rule: ŷ = argmax p."""
 
     def __call__(self, model, x, probs, generator, batch_size=4096):
         return probs.argmax(dim=1), torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
@@ -26,12 +28,16 @@ class ArgmaxPseudoLabels:
 
 @dataclass(frozen=True)
 class RefinedPseudoLabels:
-    """Algorithm 1's refinement with threshold ``tau`` and ``k`` augmentations."""
+    """Algorithm 1's refinement with threshold ``tau`` and ``k`` augmentations.
+
+    ``include_original`` also counts the un-augmented prediction in the mean (k + 1 views);
+    the paper averages the k augmented views only.
+    """
 
     tau: float = 0.9
     k: int = 10
     augment: Augment = field(default_factory=Augment)
-    name: str = "refine"
+    include_original: bool = False
 
     @torch.no_grad()
     def __call__(
@@ -45,18 +51,32 @@ class RefinedPseudoLabels:
         """Returns (pseudo-labels, mask of the points whose label came from augmentations)."""
         conf, labels = probs.max(dim=1)
         low = torch.nonzero(conf < self.tau).squeeze(1)
+        refined = torch.zeros_like(conf, dtype=torch.bool)
         if len(low) == 0 or self.k == 0:
-            return labels, torch.zeros_like(conf, dtype=torch.bool)
-        mean = torch.zeros(len(low), probs.shape[1], device=probs.device)
+            return labels, refined
+        n = len(low)
+        # all draws up front, copy j of point i at j·n + i; one background value for the set
+        oy, ox, flip = self.augment.draw(self.k * n, generator)
+        pad = float(x.amin())
+        total = probs[low].clone() if self.include_original else torch.zeros_like(probs[low])
         # chunk the low-confidence subset so k copies of it fit in one batch
         per = max(1, batch_size // self.k)
-        for s in range(0, len(low), per):
-            xs = x[low[s : s + per]]
-            xa = self.augment(xs.repeat(self.k, 1, 1, 1), generator)
+        for s in range(0, n, per):
+            e = min(s + per, n)
+            xs = x[low[s:e]]
+            j = (torch.arange(self.k)[:, None] * n + torch.arange(s, e)[None, :]).reshape(-1)
+            xa = self.augment.apply(xs.repeat(self.k, 1, 1, 1), oy[j], ox[j], flip[j], pad)
             p, _ = predict(model, xa, batch_size)
-            mean[s : s + per] = p.view(self.k, len(xs), -1).mean(dim=0)
+            total[s:e] += p.view(self.k, e - s, -1).sum(dim=0)
         labels = labels.clone()
-        labels[low] = mean.argmax(dim=1)
-        refined = torch.zeros_like(conf, dtype=torch.bool)
+        labels[low] = total.argmax(dim=1)
         refined[low] = True
         return labels, refined
+
+
+# name -> factory(tau, k, augment, include_original)
+PSEUDO_LABELERS = {
+    "argmax": lambda tau, k, augment, include_original: ArgmaxPseudoLabels(),
+    "refine": lambda tau, k, augment, include_original: RefinedPseudoLabels(
+        tau, k, augment, include_original),
+}

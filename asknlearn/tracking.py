@@ -29,12 +29,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asknlearn.errors import AskNLearnError
+from asknlearn.naming import noise_token
 
 METRIC_COLUMNS = (
     "accuracy", "ece", "nll", "brier", "train_epochs", "train_accuracy", "train_seconds",
     "inference_seconds", "selection_seconds", "round_seconds", "wrong_label_fraction",
-    "pseudo_label_accuracy", "refined_fraction",
     "val_accuracy", "val_ece", "val_nll", "val_brier",
+    "alpha_mean", "alpha_median", "alpha_p90",
+    "val_pseudo_label_accuracy", "val_refined_fraction", "val_refined_argmax_accuracy",
+    "val_refined_accuracy",
+    "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
+    "oracle_refined_accuracy",
 )
 LOGGED_KEYS = METRIC_COLUMNS + ("round",)
 CELL_TAG = "asknlearn.cell"
@@ -189,11 +194,12 @@ def experiment_id(client, name: str, create: bool = True) -> str | None:
 
 
 def cell_id(cfg: dict[str, Any]) -> str:
-    return f"{cfg['study']}/{cfg['dataset']}/{cfg['strategy']}/seed{cfg['seed']}/noise{float(cfg['noise']):g}"
+    noise = noise_token(cfg["noise"])
+    return f"{cfg['study']}/{cfg['dataset']}/{cfg['strategy']}/seed{cfg['seed']}/noise{noise}"
 
 
 def cell_tags(cfg: dict[str, Any]) -> dict[str, str]:
-    noise = f"{float(cfg['noise']):g}"
+    noise = noise_token(cfg["noise"])
     return {
         CELL_TAG: cell_id(cfg), "dataset": str(cfg["dataset"]), "strategy": str(cfg["strategy"]),
         "seed": str(cfg["seed"]), "noise": noise, "study": str(cfg["study"]),

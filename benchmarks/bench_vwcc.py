@@ -1,9 +1,9 @@
 """VWCC's T stochastic inferences: one batched forward vs a Python loop over T forwards.
 
-The VWCC loss (eq. 2) needs T predictions per sample under different dropout masks. Since
-dropout sits only before the last layer, ``SplitNet.stochastic_logits`` runs the trunk once
-and the head on T masks (asknlearn.losses.VWCC). The alternative runs the whole network T
-times in a Python loop, as MC-dropout code usually does. Both losses are the same formula
+The VWCC loss (eq. 2) needs T predictions per sample under different dropout masks (or
+stochastic depths) in every hidden layer. ``SplitNet.stochastic_logits`` runs them as one
+forward pass over a T·B batch (asknlearn.losses.VWCC). The alternative runs the whole network
+T times in a Python loop over B-batches, as MC-dropout code usually does. Both losses are the same formula
 on the (T, N, K) logits; one training epoch of each (train_model, batch 64) is timed, for
 the MLP on Fashion-MNIST-shaped data and ResNet-18 on CIFAR-10-shaped data (random tensors).
 Target: the batched form is not slower (ratio ≥ 1).

@@ -100,8 +100,13 @@ def test_noisy_oracle_wrong_labels_are_uniform_over_other_classes():
 
 
 def test_config_defined_strategy_composes_parts():
-    spec = resolve_strategy("mine", {"mine": {"loss": "lwcc", "pseudo_labels": "refine",
+    spec = resolve_strategy("mine", {"mine": {"loss": "lwcc", "pseudo_labels": "argmax",
                                               "selector": "entropy"}})
-    assert (spec.loss, spec.pseudo_labels, spec.selector) == ("lwcc", "refine", "entropy")
+    assert (spec.loss, spec.pseudo_labels, spec.selector) == ("lwcc", "argmax", "entropy")
+    # a part that would be silently ignored is refused
+    with pytest.raises(ConfigError, match="'refine' would be ignored by selector 'entropy'"):
+        resolve_strategy("m", {"m": {"pseudo_labels": "refine", "selector": "entropy"}})
+    with pytest.raises(ConfigError, match="network 'plain'.*need stochastic"):
+        resolve_strategy("m", {"m": {"loss": "vwcc", "network": "plain"}})
     with pytest.raises(ConfigError, match="'nope'.*valid: random, confidence"):
         resolve_strategy("x", {"x": {"selector": "nope"}})

@@ -19,7 +19,20 @@ OUT = f"results/{STUDY}"
 DATASETS = config["datasets"]
 STRATEGIES = config["strategies"]
 SEEDS = config["seeds"]
-NOISES = [f"{r:g}" for r in config["noise"]]  # path form: 0, 0.1, 0.2
+
+def _noise_tokens() -> list[str]:
+    """The noise levels' path form: exact and shortest (0, 0.1, 0.123456789), never rounded,
+    so each level is its own cell and the flag a job gets is the configured rate."""
+    from asknlearn.errors import AskNLearnError
+    from asknlearn.naming import noise_tokens
+
+    try:
+        return noise_tokens(config["noise"])
+    except AskNLearnError as exc:
+        raise WorkflowError(f"config noise: {exc}") from None
+
+
+NOISES = _noise_tokens()
 AL = config["resources"]["al"]
 REPORT_RES = config["resources"]["report"]
 # keys the workflow sets per cell or per machine; the experiment mapping may not set them
