@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from asknlearn.accel import COMPILE_MODES, PRECISIONS
 from asknlearn.augment import FAMILY_AUGMENT
 from asknlearn.data import DATASETS
 from asknlearn.errors import ConfigError
@@ -70,6 +71,10 @@ class ExperimentConfig:
     ece_bins: int = 15
     eval_batch_size: int = 4096
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # --- GPU use (asknlearn/accel.py; CUDA only, the CPU path is unchanged)
+    precision: str = "fp32"  # fp32 | bf16 autocast (optimizer state fp32); bf16 is refused on the CPU
+    deterministic: bool = True  # CUDA: cuDNN deterministic + deterministic algorithms; off: cudnn.benchmark
+    compile: str = "off"  # off | graph (CUDA-graph the training step) | compile (torch.compile)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     data_root: str | None = None  # torchvision root (None: $ASKNLEARN_DATA or ./data)
     download: bool = True  # let torchvision fetch missing files where the network allows
@@ -213,6 +218,8 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.max_epochs >= 1, "max_epochs", "an integer >= 1")
     need(1 <= cfg.ece_bins <= 10000, "ece_bins", "an integer in [1, 10000]")
     need(cfg.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
+    need(cfg.precision in PRECISIONS, "precision", ", ".join(PRECISIONS))
+    need(cfg.compile in COMPILE_MODES, "compile", ", ".join(COMPILE_MODES))
     need(cfg.threads is None or 1 <= cfg.threads <= 4096, "threads", "an integer in [1, 4096]")
     dev = cfg.device
     need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),

@@ -24,6 +24,8 @@ import torch
 import yaml
 
 from asknlearn import __version__
+from asknlearn.accel import check_precision
+from asknlearn.accel import configure as configure_device
 from asknlearn.augment import Augment
 from asknlearn.config import ExperimentConfig, check_pool_size
 from asknlearn.data import TensorData, load_dataset
@@ -118,6 +120,9 @@ class Cell:
         self.out = Path(out_dir)
         self.log = log or (lambda s: print(s, flush=True))
         self.device = resolve_device(self.cfg.device)
+        # GPU settings before any CUDA work (the cuBLAS workspace precedes the first matmul)
+        check_precision(self.cfg.precision, self.device)
+        configure_device(self.device, self.cfg.deterministic)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self._check_writable()
@@ -171,7 +176,8 @@ class Cell:
                 target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
                 weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_),
                 eval_batch_size=c.eval_batch_size,
-                augment=self.augment if c.train_augment else None, progress=progress)
+                augment=self.augment if c.train_augment else None, progress=progress,
+                precision=c.precision, compile=c.compile)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{c.cell_id()} round {round_}: {exc}; the round is not "
                                    "recorded; valid: a smaller lr / weight_decay") from None

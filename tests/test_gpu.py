@@ -408,3 +408,45 @@ def test_bench_gpu_cpu_smoke(tmp_path):
         assert rows["deterministic"]["on"]["repeat_identical"] is True
     assert set(doc["results"]["packing_rounds_per_s"]) == {"1", "2"}
     assert len(doc["targets"]) == 2
+
+
+# ---------------------------------------------------------------------------- wiring (config, train, loop)
+@pytest.mark.parametrize("key, value, valid", [
+    ("precision", "fp16", "valid: fp32, bf16"),
+    ("compile", "jit", "valid: off, graph, compile"),
+    ("deterministic", "maybe", "valid: a value of type bool"),
+])
+def test_gpu_config_keys_are_validated(key, value, valid):
+    from asknlearn.config import from_mapping
+
+    with pytest.raises(ConfigError, match=valid):
+        from_mapping({key: value}).resolve()
+
+
+def test_bf16_cell_on_cpu_is_refused_before_anything_is_written(tmp_path):
+    from asknlearn.config import ExperimentConfig
+    from asknlearn.loop import Cell
+
+    cfg = ExperimentConfig(dataset="digits", device="cpu", precision="bf16", tracking=False)
+    with pytest.raises(ConfigError, match="precision='bf16' needs a CUDA device"):
+        Cell(cfg, tmp_path / "cell")
+    assert not (tmp_path / "cell").exists()
+
+
+def test_train_model_capture_modes_are_bit_identical_on_cpu():
+    from asknlearn.losses import CrossEntropy
+    from asknlearn.models import build_model
+    from asknlearn.train import train_model
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(150, 1, 8, 8, generator=g), torch.randint(0, 10, (150,), generator=g)
+    out = []
+    for mode in ("off", "graph", "compile"):
+        torch.manual_seed(1)
+        m = build_model("mlp", (1, 8, 8), 10, 0.0)
+        res = train_model(m, CrossEntropy(), x, y, max_epochs=3, target_accuracy=2.0,
+                          generator=torch.Generator().manual_seed(2), compile=mode)
+        out.append((res.epochs, res.train_accuracy, [p.detach().clone() for p in m.parameters()]))
+    for epochs, acc, params in out[1:]:
+        assert (epochs, acc) == out[0][:2]
+        assert all(torch.equal(a, b) for a, b in zip(params, out[0][2], strict=True))
