@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # optional command modules register themselves on import
-    for mod in ("asknlearn.report", "asknlearn.backfill"):
+    for mod in ("asknlearn.report", "asknlearn.backfill", "asknlearn.estimate"):
         try:
             __import__(mod)
         except ModuleNotFoundError as exc:

@@ -126,6 +126,13 @@ class ExperimentConfig:
                                valid="an integer >= 1", runtime=True)
     device: str = key("auto", "torch device", valid="auto, cpu, cuda, cuda:N", runtime=True,
                       workflow=True)
+    # --- GPU use (asknlearn/accel.py; CUDA only, the CPU path is unchanged)
+    precision: str = key("fp32", "fp32, or bf16 autocast with fp32 optimizer state (CUDA only; "
+                         "refused on the CPU)", choices=("fp32", "bf16"))
+    deterministic: bool = key(True, "CUDA: cuDNN deterministic + deterministic algorithms; off: "
+                              "cudnn.benchmark (faster, not reproducible)")
+    compile: str = key("off", "off | graph (CUDA-graph the training step) | compile "
+                       "(torch.compile reduce-overhead)", choices=("off", "graph", "compile"))
     threads: int | None = key(None, "torch CPU threads (None: torch's default)", lo=1, hi=4096,
                               valid="an integer in [1, 4096]", runtime=True, workflow=True)
     data_root: str | None = key(None, "torchvision root (None: $ASKNLEARN_DATA or ./data)",

@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 
 from asknlearn import __version__, records
+from asknlearn.accel import check_precision
+from asknlearn.accel import configure as configure_device
 from asknlearn.augment import Augment
 from asknlearn.config import RUNTIME_KEYS, ExperimentConfig, check_pool_size
 from asknlearn.data import TensorData, load_dataset
@@ -224,6 +226,9 @@ class Cell:
         self.cfg = cfg.resolve()
         self.log = log or (lambda s: print(s, flush=True))
         self.device = resolve_device(self.cfg.device)
+        # GPU settings before any CUDA work (the cuBLAS workspace precedes the first matmul)
+        check_precision(self.cfg.precision, self.device)
+        configure_device(self.device, self.cfg.deterministic)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.out = records.cell_folder(out_dir)
@@ -271,7 +276,8 @@ class Cell:
                 target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
                 weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_),
                 eval_batch_size=c.eval_batch_size,
-                augment=self.augment if c.train_augment else None, progress=progress)
+                augment=self.augment if c.train_augment else None, progress=progress,
+                precision=c.precision, compile=c.compile)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{c.cell_id()} round {round_}: {exc}; the round is not "
                                    "recorded; valid: a smaller lr / weight_decay") from None
