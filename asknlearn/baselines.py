@@ -17,13 +17,32 @@ O(T·N·K) plus a top-b; coreset O(b·N·D) without pruning and much less with i
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
 
-from asknlearn.kmeanspp import kmeanspp_factored
+class _LazyModule:
+    """A module imported on first attribute access. The selectors are registered by
+    :mod:`asknlearn.strategies`, which config validation and ``snakemake -n`` import; they must
+    not pay torch's import (seconds) just to learn the selectors' names and ``needs``."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch = _LazyModule("torch")
+np = _LazyModule("numpy")
+
+
+def kmeanspp_factored(*args: Any, **kwargs: Any):
+    from asknlearn.kmeanspp import kmeanspp_factored as seeding
+
+    return seeding(*args, **kwargs)
+
 
 if TYPE_CHECKING:  # strategies registers these selectors: no import cycle at run time
     from asknlearn.strategies import Pool

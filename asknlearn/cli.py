@@ -19,7 +19,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from asknlearn import plots, results
-from asknlearn.backfill import backfill_cell, find_cells, read_cell
+from asknlearn.backfill import (
+    STUDY_TABLES,
+    backfill_cell,
+    find_cells,
+    is_study_dir,
+    log_study,
+    read_cell,
+)
 from asknlearn.errors import AskNLearnError, ConfigError
 
 
@@ -74,55 +81,133 @@ def _strategies(args: argparse.Namespace) -> int:
 def _init_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", required=True, help="MLflow tracking URI (sqlite:///ABS/PATH.db, http://...)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (the study)")
-    p.add_argument("--out", help="file to write the experiment id to (a workflow flag file)")
+    p.add_argument("--study", help="study of the parent run the cells nest under (default: the experiment)")
+    p.add_argument("--out", help="file to write the experiment and parent run ids to (a workflow flag file)")
+    p.add_argument("--if-down", choices=("fail", "warn"), default="fail",
+                   help="when the store cannot be reached: fail (exit 1), or warn once, write "
+                        "--out anyway and exit 0 so the cells run untracked (the workflow's "
+                        "choice; `asknlearn backfill` fills the store in later)")
 
 
 def _init_store(args: argparse.Namespace) -> int:
-    from asknlearn.tracking import init_store
+    from asknlearn.tracking import TrackingError, init_store
 
-    exp_id = init_store(args.tracking_uri, args.experiment)
-    print(f"MLflow store {args.tracking_uri} ready: experiment {args.experiment!r} id {exp_id}")
+    try:
+        exp_id, parent = init_store(args.tracking_uri, args.experiment, args.study)
+    except TrackingError as exc:
+        if args.if_down != "warn":
+            raise
+        print(f"asknlearn: warning: {exc}. The cells run untracked (their tables are the source "
+              f"of truth); fill the store in later with: asknlearn backfill results/"
+              f"{args.study or args.experiment} --tracking-uri {args.tracking_uri}",
+              file=sys.stderr, flush=True)
+        text = "untracked\n"
+    else:
+        print(f"MLflow store {args.tracking_uri} ready: experiment {args.experiment!r} id {exp_id}, "
+              f"study run {parent}")
+        text = f"{exp_id}\n{parent}\n"
     if args.out:
-        results.write_text(f"{exp_id}\n", args.out)
+        results.write_text(text, args.out)
     return 0
 
 
-# ---------------------------------------------------------------------------- backfill
+# ---------------------------------------------------------------------------- backfill, log-study
 def _backfill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="cell folders (rounds.csv + config.yaml) or folders above them")
+                   help="cell folders (rounds.csv + config.yaml) or folders above them; a "
+                        "study folder (results/<study>) also gets its tables and figures logged "
+                        "to the study's parent run")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--experiment", default=None,
                    help="MLflow experiment (default: each cell's own, i.e. its study)")
 
 
+def _store_errors(uri: str):
+    """Turn any failure of the store into the package's one-line TrackingError."""
+    from contextlib import contextmanager
+
+    from asknlearn.tracking import store_error
+
+    @contextmanager
+    def guard():
+        try:
+            yield
+        except AskNLearnError:
+            raise
+        except Exception as exc:
+            raise store_error(uri, exc) from exc
+
+    return guard()
+
+
 def _backfill(args: argparse.Namespace) -> int:
-    from asknlearn.tracking import TrackingError, client_for, tracking_uri
+    from asknlearn.tracking import client_for, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     if uri is None:
         raise ConfigError("no tracking URI; valid: --tracking-uri URI or $MLFLOW_TRACKING_URI")
     cells = find_cells(args.run_dirs)
+    studies = [Path(p) for p in args.run_dirs if is_study_dir(Path(p))]
     for c in cells:  # every table is read before the store is touched: bad input writes nothing
         read_cell(c)
-    created = points = finished = 0
-    try:
+    created = points = finished = artifacts = 0
+    parents: dict[tuple[str, str], str] = {}
+    with _store_errors(uri):
         client = client_for(uri)
         for c in cells:
-            out = backfill_cell(client, c, args.experiment)
+            out = backfill_cell(client, c, args.experiment, parents)
             print(out.describe(), flush=True)
             created += out.created
             points += out.points
             finished += out.finished_now
-    except AskNLearnError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        raise TrackingError(f"tracking store {uri!r} failed ({type(exc).__name__}: {first}); "
-                            "nothing is lost: rerun the same command when it is back") from exc
+            artifacts += out.artifacts
+        for d in studies:
+            print(log_study(client, d, args.experiment).describe(), flush=True)
     print(f"backfilled {len(cells)} cells into {uri}: {created} runs created, "
-          f"{points} metric points logged, {finished} runs marked FINISHED")
+          f"{points} metric points logged, {finished} runs marked FINISHED, "
+          f"{artifacts} artifacts logged")
+    return 0
+
+
+def _log_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="the study folder, results/<study>")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the study)")
+    p.add_argument("--study", default=None,
+                   help="study name (default: its cells' study, else the folder's name)")
+    p.add_argument("--if-down", choices=("fail", "warn"), default="fail",
+                   help="when the store cannot be reached: fail (exit 1), or warn and exit 0 "
+                        "(the workflow's choice: `asknlearn backfill STUDY_DIR` catches up later)")
+    p.add_argument("--out", help="flag file written on success, or with the warning (workflow)")
+
+
+def _log_study(args: argparse.Namespace) -> int:
+    from asknlearn.tracking import TrackingError, client_for, tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    if uri is None:
+        raise ConfigError("no tracking URI; valid: --tracking-uri URI or $MLFLOW_TRACKING_URI")
+    study_dir = Path(args.study_dir)
+    if not is_study_dir(study_dir):
+        raise ConfigError(f"{args.study_dir!r} is not a study folder; valid: results/<study>, "
+                          f"holding {', '.join(STUDY_TABLES)} or figures/")
+    try:
+        with _store_errors(uri):
+            out = log_study(client_for(uri), study_dir, args.experiment, args.study)
+    except TrackingError as exc:
+        if args.if_down != "warn":
+            raise
+        print(f"asknlearn: warning: {exc}. The study's tables and figures are not in MLflow "
+              f"yet; log them later with: asknlearn backfill {args.study_dir} --tracking-uri {uri}",
+              file=sys.stderr, flush=True)
+        text = "untracked\n"
+    else:
+        print(out.describe(), flush=True)
+        text = f"{out.run_id}\n"
+    if args.out:
+        results.write_text(text, args.out)
     return 0
 
 
@@ -264,6 +349,26 @@ def _summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- estimate
+def _estimate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configfile", nargs="+", action="extend", required=True, metavar="CONFIG",
+                   help="study config(s), each merged over config/config.yaml as the workflow does; "
+                        "several give one row each and a total")
+    p.add_argument("--gpus", default="1", help="devices the cells share (wall time); default 1")
+    p.add_argument("--device", default="auto", help="device to measure on: auto, cpu, cuda, cuda:N")
+    p.add_argument("--epochs-per-round", default=None,
+                   help="the assumption E (default: resources.al.estimate_epochs, else "
+                        "asknlearn.estimate.EPOCHS_PER_ROUND_DEFAULT)")
+    p.add_argument("--steps", default="5", help="timed training steps per model (default 5)")
+    p.add_argument("--json", default=None, help="also write the estimate to this JSON file")
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from asknlearn import estimate  # imports torch: only when the command runs
+
+    return estimate.main(args)
+
+
 # ---------------------------------------------------------------------------- the table
 def _no_args(p: argparse.ArgumentParser) -> None:
     """A command without flags."""
@@ -286,12 +391,16 @@ COMMANDS: dict[str, Command] = {
                           _init_store, _init_store_args),
     "backfill": Command("copy cell tables into MLflow (after an outage) without duplicating runs",
                         _backfill, _backfill_args),
+    "log-study": Command("log a study's tables, summary and figures to its MLflow parent run",
+                         _log_study, _log_study_args),
     "aggregate": Command("gather cell rounds.csv files into a study's tidy table",
                          _aggregate, _aggregate_args),
     "plot": Command("draw a study's learning-curve, noisy-oracle or reliability figure",
                     _plot, _plot_args),
     "summarize": Command("per-strategy summary table: AULC, labels to target, final metrics, "
                          "paired deltas", _summarize, _summarize_args),
+    "estimate": Command("print each study's expected GPU-hours (or CPU hours) and wall time",
+                        _estimate, _estimate_args),
 }
 
 

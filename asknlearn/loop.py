@@ -7,25 +7,30 @@ Reproducibility and pairing: every random draw comes from a generator seeded by 
 (seed, purpose, round), never from the strategy. So for one seed all strategies share S, the
 initial weights of every round and the training batch order; and a resumed run draws exactly
 what an uninterrupted one would, without saving RNG states.
+
+The cell folder (its files, the row's columns, the lock, the checksummed state) is declared in
+:mod:`asknlearn.records`; :class:`CellStore` is the loop's view of it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 
-from asknlearn import __version__
+from asknlearn import __version__, records
+from asknlearn.accel import check_precision
+from asknlearn.accel import configure as configure_device
 from asknlearn.augment import Augment
-from asknlearn.config import ExperimentConfig, check_pool_size
+from asknlearn.config import RUNTIME_KEYS, ExperimentConfig, check_pool_size
 from asknlearn.data import TensorData, load_dataset
 from asknlearn.errors import ConfigError
 from asknlearn.inference import predict
@@ -34,29 +39,25 @@ from asknlearn.metrics import all_metrics, reliability_bins
 from asknlearn.models import build_model
 from asknlearn.oracle import noisy_labels
 from asknlearn.pseudolabels import PSEUDO_LABELERS
+
+# kept importable from here for one release (benchmarks and tune import it): use asknlearn.records
+from asknlearn.records import (  # noqa: F401
+    CONFIG_FILE,
+    DIAGNOSTIC_COLUMNS,
+    QUERIES_FILE,
+    RELIABILITY_FILE,
+    ROUNDS_FILE,
+    STATE_FILE,
+    atomic_write,
+)
 from asknlearn.strategies import SELECTORS, Pool
 from asknlearn.tracking import make_tracker
 from asknlearn.train import TrainingDiverged, train_model
 
-STATE_FILE = "state.pt"
-ROUNDS_FILE = "rounds.csv"
-QUERIES_FILE = "queries.csv"
-RELIABILITY_FILE = "reliability.csv"
-CONFIG_FILE = "config.yaml"
-# keys that change what a cell computes; others (device, threads, tracking) may differ on resume
-_RUNTIME_KEYS = {"device", "threads", "data_root", "download", "tracking", "tracking_uri",
-                 "experiment", "eval_batch_size"}
-
-
-# per-round mechanism diagnostics: α of eq. 2 on L (stochastic networks); pseudo-label
-# refinement on the validation split (val_*) and, for reading only, on the pool (oracle_*)
-DIAGNOSTIC_COLUMNS = (
-    "alpha_mean", "alpha_median", "alpha_p90",
-    "val_pseudo_label_accuracy", "val_refined_fraction", "val_refined_argmax_accuracy",
-    "val_refined_accuracy",
-    "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
-    "oracle_refined_accuracy",
-)
+# keys that change nothing a cell computes (device, threads, tracking, ...) may differ on resume.
+# eval_batch_size only chunks inference: every draw (augmentations, pseudo-label refinement) is
+# made for the whole set at once, so the chunking changes no selection (tests/test_loop.py)
+_RUNTIME_KEYS = RUNTIME_KEYS
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -86,26 +87,134 @@ def split_pool(cfg: ExperimentConfig, n_train: int) -> tuple[torch.Tensor, torch
     return rest[: cfg.seed_size].sort().values, rest[cfg.seed_size :].sort().values, val.sort().values
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temp file in the same folder + os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_KEYS}
+    """The configuration keys a resume must match, as plain JSON values (what the state holds)."""
+    return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_KEYS}))
+
+
+@dataclass
+class LabeledSet:
+    """L of Algorithm 1: the labeled train-set indices with the label the oracle gave, whether
+    that label is wrong (noisy oracle) and the round each point was labeled in (0: seed set)."""
+
+    index: torch.Tensor
+    label: torch.Tensor
+    wrong: torch.Tensor
+    round: torch.Tensor
+
+    @classmethod
+    def seed(cls, index: torch.Tensor, labels: torch.Tensor) -> LabeledSet:
+        """The seed set S: true labels, labeled in round 0."""
+        n = len(index)
+        return cls(index, labels.clone(), torch.zeros(n, dtype=torch.bool),
+                   torch.zeros(n, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def unlabeled(self, pool: torch.Tensor) -> torch.Tensor:
+        """U: the points of ``pool`` not yet labeled, in pool order."""
+        return pool[~torch.isin(pool, self.index)]
+
+    def add(self, index: torch.Tensor, label: torch.Tensor, wrong: torch.Tensor, round_: int) -> None:
+        """Append a queried batch with the oracle's answers."""
+        self.index = torch.cat([self.index, index])
+        self.label = torch.cat([self.label, label])
+        self.wrong = torch.cat([self.wrong, wrong])
+        self.round = torch.cat([self.round, torch.full((len(index),), round_, dtype=torch.long)])
+
+    def to_frame(self, true_labels: torch.Tensor) -> pd.DataFrame:
+        """The ``queries.csv`` table: one row per labeled point, in labeling order."""
+        return pd.DataFrame({
+            "round": self.round.numpy(), "index": self.index.numpy(),
+            "true_label": true_labels[self.index].numpy(), "given_label": self.label.numpy(),
+            "wrong": self.wrong.numpy(),
+        })
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"index": self.index, "label": self.label, "wrong": self.wrong, "round": self.round}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> LabeledSet:
+        return cls(t["index"], t["label"], t["wrong"], t["round"])
+
+
+@dataclass
+class CellState:
+    """What a resume needs after a finished round: L, the last model, the tables so far."""
+
+    identity: dict[str, Any]
+    labeled: LabeledSet
+    run_id: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reliability: list[dict[str, list]] = field(default_factory=list)  # per round, by column
+    model: dict[str, torch.Tensor] | None = None
+    finished: bool = False
+    version: str = __version__
+
+    def record(self, row: dict[str, Any], reliability: dict[str, list], model, finished: bool) -> None:
+        """Add a finished round: its row, its reliability bins and its model."""
+        self.rows.append(row)
+        self.reliability.append(reliability)
+        self.model = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        self.finished = finished
+
+    def table(self) -> pd.DataFrame:
+        """The ``rounds.csv`` table."""
+        return pd.DataFrame(self.rows)
+
+    def reliability_table(self) -> pd.DataFrame:
+        return pd.concat([pd.DataFrame(r) for r in self.reliability], ignore_index=True)
+
+
+class CellStore:
+    """The cell folder as the loop uses it: the lock, the resume state (checked against the
+    configuration) and the tables, each written atomically through :mod:`asknlearn.records`."""
+
+    def __init__(self, folder: Path, true_labels: torch.Tensor):
+        self.folder = folder
+        self.true_labels = true_labels
+        self._sha: str | None = None  # the state on disk, kept valid by the checksum file
+
+    def locked(self):
+        """Hold the folder for the whole run; stale temp files of a killed job go first."""
+        return records.locked_cell(self.folder)
+
+    def load(self, identity: dict[str, Any]) -> CellState | None:
+        """The saved state, or None for a new cell; refused if it was made by another
+        configuration (only runtime keys such as the device may change on a resume)."""
+        got = records.read_state(self.folder)
+        if got is None:
+            return None
+        meta, tensors, self._sha = got
+        if meta["identity"] != identity:
+            old = meta["identity"]
+            diff = {k: (old.get(k), identity.get(k)) for k in set(old) | set(identity)
+                    if old.get(k) != identity.get(k)}
+            raise ConfigError(
+                f"{str(self.folder)!r} holds a run with a different configuration {diff} "
+                "(old, new); valid: the same configuration to resume, or a new output folder")
+        return CellState(meta["identity"], LabeledSet.from_tensors(tensors["labeled"]),
+                         meta["run_id"], meta["rows"], meta["reliability"], tensors["model"],
+                         meta["finished"], meta["version"])
+
+    def save(self, state: CellState) -> None:
+        """The state first, then the tables: a job killed in between resumes from the state
+        and rewrites the tables."""
+        meta = {"identity": state.identity, "version": state.version, "finished": state.finished,
+                "run_id": state.run_id, "rows": state.rows, "reliability": state.reliability}
+        self._sha = records.write_state(
+            self.folder, meta, {"labeled": state.labeled.tensors(), "model": state.model}, self._sha)
+        self.save_tables(state)
+
+    def save_tables(self, state: CellState) -> None:
+        records.write_table(self.folder / records.ROUNDS_FILE, state.table())
+        records.write_table(self.folder / records.QUERIES_FILE,
+                            state.labeled.to_frame(self.true_labels))
+        records.write_table(self.folder / records.RELIABILITY_FILE, state.reliability_table())
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        records.write_config(self.folder, config, __version__)
 
 
 class Cell:
@@ -115,12 +224,14 @@ class Cell:
                  log: Callable[[str], None] | None = None, tracker=None,
                  data: TensorData | None = None):
         self.cfg = cfg.resolve()
-        self.out = Path(out_dir)
         self.log = log or (lambda s: print(s, flush=True))
         self.device = resolve_device(self.cfg.device)
+        # GPU settings before any CUDA work (the cuBLAS workspace precedes the first matmul)
+        check_precision(self.cfg.precision, self.device)
+        configure_device(self.device, self.cfg.deterministic)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        self._check_writable()
+        self.out = records.cell_folder(out_dir)
         self.data = data.to(self.device) if data is not None else load_dataset(
             self.cfg.dataset, self.cfg.data_root, self.device, self.cfg.download)
         check_pool_size(self.cfg, len(self.data.y_train))
@@ -131,14 +242,8 @@ class Cell:
         self.labeler = PSEUDO_LABELERS[spec.pseudo_labels](
             self.cfg.tau, self.cfg.k_aug, self.augment, self.cfg.refine_include_original)
         self.tracker = tracker if tracker is not None else make_tracker(self.cfg)
-
-    def _check_writable(self) -> None:
-        p = self.out
-        while not p.exists():
-            p = p.parent
-        if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-            raise ConfigError(f"output directory {str(self.out)!r} is not writable "
-                              f"({str(p)!r} is not a writable folder); valid: a writable path")
+        self.y_cpu = self.data.y_train.cpu()
+        self.store = CellStore(self.out, self.y_cpu)
 
     # ------------------------------------------------------------------ model
     def new_model(self, round_: int):
@@ -171,7 +276,8 @@ class Cell:
                 target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
                 weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_),
                 eval_batch_size=c.eval_batch_size,
-                augment=self.augment if c.train_augment else None, progress=progress)
+                augment=self.augment if c.train_augment else None, progress=progress,
+                precision=c.precision, compile=c.compile)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{c.cell_id()} round {round_}: {exc}; the round is not "
                                    "recorded; valid: a smaller lr / weight_decay") from None
@@ -269,52 +375,33 @@ class Cell:
                 extra.update(self.refine_diagnostics(model, xv, yv, pv, lv, rv, "val_"))
         return unlabeled[rows], extra
 
-    # ------------------------------------------------------------------ state
-    def _save(self, state: dict[str, Any]) -> None:
-        atomic_write(self.out / STATE_FILE, lambda p: torch.save(state, p))
-        rows = pd.DataFrame(state["rows"])
-        atomic_write(self.out / ROUNDS_FILE, lambda p: rows.to_csv(p, index=False))
-        q = pd.DataFrame({
-            "round": state["label_round"].numpy(),
-            "index": state["labeled"].numpy(),
-            "true_label": self.data.y_train.cpu()[state["labeled"]].numpy(),
-            "given_label": state["labels"].numpy(),
-            "wrong": state["wrong"].numpy(),
-        })
-        atomic_write(self.out / QUERIES_FILE, lambda p: q.to_csv(p, index=False))
-        rel = pd.concat(state["reliability"], ignore_index=True)
-        atomic_write(self.out / RELIABILITY_FILE, lambda p: rel.to_csv(p, index=False))
-
-    def _load(self) -> dict[str, Any] | None:
-        path = self.out / STATE_FILE
-        if not path.exists():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["identity"] != _identity(self.cfg):
-            old, new = state["identity"], _identity(self.cfg)
-            diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new)
-                    if old.get(k) != new.get(k)}
-            raise ConfigError(
-                f"{str(self.out)!r} holds a run with a different configuration {diff} "
-                "(old, new); valid: the same configuration to resume, or a new output folder")
-        return state
-
-    def _row(self, round_: int, n_labels: int, metrics: dict, fit, extra: dict,
-             wrong: torch.Tensor, seconds: float) -> dict[str, Any]:
+    # ------------------------------------------------------------------ one round's record
+    def measure(self, model, round_: int, fit, extra: dict[str, float], labeled: LabeledSet,
+                val: torch.Tensor, t0: float) -> tuple[dict[str, Any], dict[str, list]]:
+        """The round's row (test and validation metrics, diagnostics, timings) and its
+        reliability bins."""
         c = self.cfg
-        return {
+        extra = {**extra, **self.alpha_diagnostics(model, labeled.index)}
+        metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
+        if c.val_size:
+            vi = val.to(self.device)
+            vm, _ = self.evaluate(model, self.data.x_train[vi], self.data.y_train[vi])
+            metrics.update({f"val_{k}": v for k, v in vm.items()})
+        row = records.round_row({
             "study": c.study, "dataset": c.dataset, "strategy": c.strategy, "seed": c.seed,
-            "noise": c.noise, "round": round_, "labels": n_labels, **metrics,
+            "noise": c.noise, "round": round_, "labels": len(labeled), **metrics,
             "train_epochs": fit.epochs, "train_accuracy": fit.train_accuracy,
             "train_seconds": fit.seconds,
             "inference_seconds": extra.get("inference_seconds", 0.0),
             "selection_seconds": extra.get("selection_seconds", 0.0),
-            "round_seconds": seconds,
-            "n_wrong_labels": int(wrong.sum()),
-            "wrong_label_fraction": wrong.double().mean().item(),
-            **{k: extra.get(k, float("nan")) for k in DIAGNOSTIC_COLUMNS},
+            "round_seconds": time.perf_counter() - t0,
+            "n_wrong_labels": int(labeled.wrong.sum()),
+            "wrong_label_fraction": labeled.wrong.double().mean().item(),
+            **{k: v for k, v in extra.items() if k in DIAGNOSTIC_COLUMNS},
             "timestamp_ms": int(time.time() * 1000),
-        }
+        }, validation=bool(c.val_size))
+        bins = {"round": [round_] * len(rel["bin"]), **{k: v.tolist() for k, v in rel.items()}}
+        return row, bins
 
     def _eta_text(self, rows: list[dict[str, Any]]) -> str:
         """Elapsed time and an ETA for the cell: seconds per label so far (training cost
@@ -338,93 +425,71 @@ class Cell:
                     f" vs argmax {_fmt(row['val_refined_argmax_accuracy'])}")
         return out
 
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> pd.DataFrame:
+    def _round_text(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         c = self.cfg
-        # a job killed inside atomic_write leaves its temp file behind; one job owns a cell folder
-        if self.out.is_dir():
-            for stale in self.out.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
-        state = self._load()
-        if state is not None and state["finished"]:
-            # a workflow may have deleted the tables before rerunning a finished cell:
-            # rewrite them from the state, never retrain
-            self._save(state)
-            self.log(f"[{c.cell_id()}] already finished ({len(state['rows'])} rounds); nothing to do")
-            return pd.DataFrame(state["rows"])
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.out / CONFIG_FILE, lambda p: Path(p).write_text(
-            yaml.safe_dump({**c.to_dict(), "version": __version__},
-                                         sort_keys=False)))
-        seed_set, pool, val = split_pool(c, len(self.data.y_train))
-        # on a resume the tracker also logs finished rounds the run lacks (a job killed
-        # between saving a round and logging it, or a tracking outage)
-        run_id = self.tracker.start(c.to_dict(), state["run_id"] if state else None,
-                                    state["rows"] if state else ())
-        y_cpu = self.data.y_train.cpu()
+        sel_s = row["inference_seconds"] + row["selection_seconds"]
+        return (f"[{c.cell_id()}] round {row['round']:>3}/{c.rounds} labels {row['labels']:>6} "
+                f"acc {row['accuracy']:.4f} ece {row['ece']:.4f} nll {row['nll']:.3f} "
+                f"brier {row['brier']:.4f} epochs {row['train_epochs']:>3}{self._diag_text(row)} "
+                f"train {row['train_seconds']:6.1f}s select {sel_s:5.1f}s "
+                f"total {row['round_seconds']:6.1f}s{self._eta_text(rows)}")
+
+    def _start(self, state: CellState | None, seed_set: torch.Tensor):
+        """Open the tracking run and the state: a new one on S, or the saved one with its
+        last model. On a resume the tracker also logs finished rounds its run lacks (a job
+        killed between saving a round and logging it, or a tracking outage)."""
+        c = self.cfg
+        run_id = self.tracker.start(c.to_dict(), state.run_id if state else None,
+                                    state.rows if state else (), out_dir=self.out,
+                                    device=self.device)
         if state is None:
-            labeled = seed_set
-            state = {
-                "identity": _identity(c), "version": __version__, "finished": False,
-                "rows": [], "labeled": labeled, "labels": y_cpu[labeled].clone(),
-                "wrong": torch.zeros(len(labeled), dtype=torch.bool),
-                "label_round": torch.zeros(len(labeled), dtype=torch.long),
-                "model": None, "run_id": run_id,
-            }
-            model, start = None, 0
-        else:
-            start = len(state["rows"])
-            model = self.new_model(start - 1)
-            model.load_state_dict(state["model"])
-            state["run_id"] = run_id or state.get("run_id")
-            self.log(f"[{c.cell_id()}] resuming after round {start - 1} "
-                     f"({len(state['labeled'])} labels); finished rounds are not retrained")
-        if start == 0:
+            state = CellState(_identity(c), LabeledSet.seed(seed_set, self.y_cpu[seed_set]), run_id)
             self.log(f"[{c.cell_id()}] {c.dataset} ({len(self.data.y_train)} train / "
                      f"{len(self.data.y_test)} test) model={c.model} loss={c.spec.loss} "
                      f"pseudo_labels={c.spec.pseudo_labels} selector={c.spec.selector} "
                      f"device={self.device} rounds={c.rounds}")
-        for r in range(start, c.rounds + 1):
-            t0 = time.perf_counter()
-            extra: dict[str, float] = {}
-            if r > 0:
-                in_l = torch.zeros(len(y_cpu), dtype=torch.bool)
-                in_l[state["labeled"]] = True
-                unlabeled = pool[~in_l[pool]]
-                query, extra = self.select(model, unlabeled, r, labeled=state["labeled"], val=val)
-                given, wrong = noisy_labels(y_cpu[query], self.data.num_classes, c.noise,
-                                            generator(c.seed, "oracle", r))
-                state["labeled"] = torch.cat([state["labeled"], query])
-                state["labels"] = torch.cat([state["labels"], given])
-                state["wrong"] = torch.cat([state["wrong"], wrong])
-                state["label_round"] = torch.cat(
-                    [state["label_round"], torch.full((len(query),), r, dtype=torch.long)])
-            model, fit = self.fit(state["labeled"], state["labels"], r)
-            extra.update(self.alpha_diagnostics(model, state["labeled"]))
-            metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
-            state.setdefault("reliability", []).append(
-                pd.DataFrame({"round": r, **{k: v.numpy() for k, v in rel.items()}}))
-            if c.val_size:
-                vi = val.to(self.device)
-                vm, _ = self.evaluate(model, self.data.x_train[vi], self.data.y_train[vi])
-                metrics.update({f"val_{k}": v for k, v in vm.items()})
-            row = self._row(r, len(state["labeled"]), metrics, fit, extra, state["wrong"],
-                            time.perf_counter() - t0)
-            state["rows"].append(row)
-            state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            state["finished"] = r == c.rounds
-            self._save(state)
-            self.tracker.log_round(row)
-            sel_s = extra.get("inference_seconds", 0.0) + extra.get("selection_seconds", 0.0)
-            self.log(
-                f"[{c.cell_id()}] round {r:>3}/{c.rounds} labels {row['labels']:>6} "
-                f"acc {row['accuracy']:.4f} ece {row['ece']:.4f} nll {row['nll']:.3f} "
-                f"brier {row['brier']:.4f} epochs {fit.epochs:>3}{self._diag_text(row)} "
-                f"train {fit.seconds:6.1f}s select {sel_s:5.1f}s "
-                f"total {row['round_seconds']:6.1f}s{self._eta_text(state['rows'])}"
-            )
-        self.tracker.finish()
-        return pd.DataFrame(state["rows"])
+            return state, None
+        start = len(state.rows)
+        model = self.new_model(start - 1)
+        model.load_state_dict(state.model)
+        state.run_id = run_id or state.run_id
+        self.log(f"[{c.cell_id()}] resuming after round {start - 1} "
+                 f"({len(state.labeled)} labels); finished rounds are not retrained")
+        return state, model
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> pd.DataFrame:
+        """Algorithm 1 for this cell, resuming after its last saved round: each round selects
+        b points with the previous round's model, asks the oracle, adds them to L, retrains
+        from a fresh initialization, evaluates, saves the round and logs it."""
+        c = self.cfg
+        with self.store.locked():
+            state = self.store.load(_identity(c))
+            if state is not None and state.finished:
+                # a workflow may have deleted the tables before rerunning a finished cell:
+                # rewrite them from the state, never retrain
+                self.store.save_tables(state)
+                self.log(f"[{c.cell_id()}] already finished ({len(state.rows)} rounds); nothing to do")
+                return state.table()
+            self.store.write_config(c.to_dict())
+            seed_set, pool, val = split_pool(c, len(self.y_cpu))
+            state, model = self._start(state, seed_set)
+            for r in range(len(state.rows), c.rounds + 1):
+                t0, extra = time.perf_counter(), {}
+                if r > 0:
+                    query, extra = self.select(model, state.labeled.unlabeled(pool), r,
+                                               labeled=state.labeled.index, val=val)
+                    given, wrong = noisy_labels(self.y_cpu[query], self.data.num_classes, c.noise,
+                                                generator(c.seed, "oracle", r))
+                    state.labeled.add(query, given, wrong, r)
+                model, fit = self.fit(state.labeled.index, state.labeled.label, r)
+                row, bins = self.measure(model, r, fit, extra, state.labeled, val, t0)
+                state.record(row, bins, model, finished=r == c.rounds)
+                self.store.save(state)
+                self.tracker.log_round(row)
+                self.log(self._round_text(row, state.rows))
+            self.tracker.finish()
+        return state.table()
 
 
 def _hms(seconds: float) -> str:
@@ -439,6 +504,11 @@ def _fmt(v: float) -> str:
 
 def run_cell(cfg: ExperimentConfig, out_dir: str | os.PathLike, **kw) -> pd.DataFrame:
     """Run (or resume, or skip if finished) one cell; returns its per-round table."""
-    return Cell(cfg, out_dir, **kw).run()
+    cell = Cell(cfg, out_dir, **kw)
+    try:
+        return cell.run()
+    except BaseException as exc:  # the MLflow run ends KILLED (interrupt) or FAILED
+        cell.tracker.fail(exc)
+        raise
 
 

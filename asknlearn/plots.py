@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asknlearn.naming import NOISE_RESOLUTION
+from asknlearn.records import atomic_write
 from asknlearn.results import (
     CELL_KEYS,
     METRICS,
@@ -196,8 +197,6 @@ def _paper_style(cfg: PlotConfig) -> Iterator[None]:
 def save(fig: Figure, outs: Sequence[str | Path], cfg: PlotConfig | None = None) -> None:
     """Write ``fig`` to every path in ``outs`` (format from the suffix), each atomically.
     Inside the paper style: the font type of a PDF is read when it is saved, not drawn."""
-    from asknlearn.loop import atomic_write
-
     cfg = cfg or PlotConfig()
     with _paper_style(cfg):
         for out in map(Path, outs):

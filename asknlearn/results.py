@@ -14,15 +14,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asknlearn import records
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import NOISE_RESOLUTION
+from asknlearn.records import atomic_write
 
 if TYPE_CHECKING:  # pandas stays lazy: the CLI imports this module for every command
     import pandas as pd
 
-CELL_KEYS = ["study", "dataset", "strategy", "seed", "noise"]
-REQUIRED_COLUMNS = [*CELL_KEYS, "round", "labels", "accuracy", "ece", "nll", "brier"]
-RELIABILITY_FILE = "reliability.csv"
+# the cell folder's contract, declared once in records; lists here because pandas indexes with them
+CELL_KEYS = list(records.CELL_KEYS)
+REQUIRED_COLUMNS = list(records.REQUIRED_COLUMNS)
+RELIABILITY_FILE = records.RELIABILITY_FILE
 RELIABILITY_COLUMNS = ["round", "bin", "lower", "upper", "count", "confidence", "accuracy"]
 # the paper's four metrics, in its order, with their names in tables
 METRICS = {"accuracy": "test accuracy", "ece": "ECE", "nll": "NLL", "brier": "Brier score"}
@@ -43,15 +46,11 @@ def strategy_order(names: Iterable[str]) -> list[str]:
 
 def write_csv(df: pd.DataFrame, out: str | Path) -> None:
     """Write ``df`` to ``out`` atomically (readers never see half a table)."""
-    from asknlearn.loop import atomic_write
-
     atomic_write(Path(out), lambda p: df.to_csv(p, index=False))
 
 
 def write_text(text: str, out: str | Path) -> None:
     """Write ``text`` to ``out`` atomically."""
-    from asknlearn.loop import atomic_write
-
     atomic_write(Path(out), lambda p: Path(p).write_text(text))
 
 

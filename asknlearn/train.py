@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from asknlearn import accel
 from asknlearn.errors import AskNLearnError
 from asknlearn.models import SplitNet
 
@@ -60,6 +61,8 @@ def train_model(
     eval_batch_size: int = 4096,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     progress: Callable[[int, float], None] | None = None,
+    precision: str = "fp32",
+    compile: str = "off",
 ) -> TrainResult:
     """Adam(lr) on (x, y) until the training accuracy reaches ``target_accuracy`` (Ash et al.
     2019 train to 99 %) or ``max_epochs`` pass.
@@ -70,9 +73,17 @@ def train_model(
     per-epoch permutation drawn from ``generator``; ``augment``, if given, transforms each
     batch with draws from the same generator. ``progress(epoch, accuracy)`` is called after
     every epoch (the caller rate-limits what it prints).
+
+    ``precision`` and ``compile`` act on CUDA only (asknlearn.accel.TrainStep; CNNs also get
+    channels_last there); on the CPU the step is the plain fp32 eager one, bit for bit.
     """
     t0 = time.perf_counter()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # GPU use (accel): no-ops on the CPU; the last, smaller batch always runs eagerly
+    if accel.to_channels_last(model, x.device):
+        x = accel.batch_layout(x, True)
+    step = accel.TrainStep(model, opt, loss_fn, batch_size=batch_size, device=x.device,
+                           precision=precision, mode=compile)
     n = len(y)
     bounds = batch_bounds(n, batch_size)
     acc, epoch = 0.0, 0
@@ -87,10 +98,7 @@ def train_model(
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
             if augment is not None:
                 xb = augment(xb, generator)
-            loss, _ = loss_fn(model, xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, _ = step(xb, yb)  # zero_grad, forward (+ autocast), backward, Adam
             finite &= torch.isfinite(loss.detach())
         if not bool(finite):
             raise TrainingDiverged(f"training loss is not finite in epoch {epoch} (lr={lr}, "

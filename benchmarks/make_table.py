@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
-ORDER = ("kmeanspp", "training", "vwcc", "inference", "cell")
+ORDER = ("kmeanspp", "training", "vwcc", "inference", "cell", "gpu")
 
 
 def _fmt(x: float, unit: str) -> str:

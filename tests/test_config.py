@@ -29,10 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
 
 
-# strict: turns into a failure once baselines.py stops importing torch at module level, so the
-# marker is removed then
-@pytest.mark.xfail(strict=True, reason="asknlearn.baselines (registered by strategies.py) imports "
-                   "torch and asknlearn.kmeanspp at module level; make those imports local")
 def test_config_and_strategies_import_without_torch():
     code = ("import sys, asknlearn.config, asknlearn.strategies, asknlearn.names;"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")

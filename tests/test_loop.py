@@ -52,6 +52,21 @@ def test_resume_after_round_2_equals_uninterrupted(strategy, tiny_cfg, digits, t
     assert not list((tmp_path / "cut").glob(".*tmp"))
 
 
+def test_resume_with_another_eval_batch_size_selects_the_same_points(tiny_cfg, digits, tmp_path):
+    """eval_batch_size is runtime-only: it chunks inference, but the refinement's augmentation
+    draws are made for the whole low-confidence set at once, so a resume with another value
+    (here chunks of 7 rows, well below the pool) queries exactly what the cell would have."""
+    cfg = dataclasses.replace(tiny_cfg, strategy="ask-n-learn-lwcc", noise=0.1)
+    full = run_cell(cfg, tmp_path / "full", data=digits, log=lambda s: None)
+    with pytest.raises(Stop):
+        run_cell(cfg, tmp_path / "cut", data=digits, log=_stop_after(1))
+    resumed = run_cell(dataclasses.replace(cfg, eval_batch_size=7), tmp_path / "cut", data=digits,
+                       log=lambda s: None)
+    assert full["oracle_refined_fraction"].iloc[1:].gt(0).all()  # refinement acted
+    pd.testing.assert_frame_equal(full.drop(columns=TIMING), resumed.drop(columns=TIMING))
+    assert (tmp_path / "full" / "queries.csv").read_bytes() == (tmp_path / "cut" / "queries.csv").read_bytes()
+
+
 def test_resume_refuses_a_different_configuration(tiny_cfg, digits, tmp_path):
     from asknlearn.errors import ConfigError
 

@@ -214,7 +214,7 @@ def test_cli_owns_the_commands_and_imports_stay_light():
     import subprocess
     import sys
 
-    for mod in ("results", "plots", "backfill"):
+    for mod in ("results", "plots", "backfill", "estimate"):
         assert "asknlearn.cli" not in (ROOT / "asknlearn" / f"{mod}.py").read_text()
     code = ("import sys, asknlearn.cli; "
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))")
@@ -223,5 +223,5 @@ def test_cli_owns_the_commands_and_imports_stay_light():
     assert out.stdout.strip() == "[]"
     from asknlearn.cli import COMMANDS
 
-    assert list(COMMANDS) == ["run", "strategies", "init-store", "backfill", "aggregate", "plot",
-                              "summarize"]
+    assert list(COMMANDS) == ["run", "strategies", "init-store", "backfill", "log-study", "aggregate",
+                              "plot", "summarize", "estimate"]

@@ -8,7 +8,6 @@ them: one run per cell, one point per (metric, round), never a duplicate.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import signal
@@ -18,15 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import reliability_helpers as wf
+from reliability_helpers import cell_runs, free_port, mlflow_server, rest_history, rest_runs, tags
 
 from asknlearn import tracking
 from asknlearn.cli import main as cli_main
@@ -37,18 +35,6 @@ TINY = ["--dataset", "digits", "--seed-size", "20", "--query-size", "20", "--thr
 
 
 # ---------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(OMP_NUM_THREADS="1", **extra)
-    return env
-
-
 def forked(jobs: list[Callable[[], int]], workdir: Path, timeout: float = 600) -> list[tuple[int, str]]:
     """Run every job (e.g. ``asknlearn.cli.main([...])``) in its own forked process, all at
     once; returns (exit status, stderr) of each.
@@ -102,33 +88,6 @@ def forked(jobs: list[Callable[[], int]], workdir: Path, timeout: float = 600) -
     return results
 
 
-def rest(base: str, path: str, body: dict | None = None, **query: str) -> dict:
-    """One call of MLflow's REST API (GET, or POST with a JSON body)."""
-    url = f"{base}/api/2.0/mlflow/{path}"
-    if query:
-        url += "?" + urllib.parse.urlencode(query)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
-def rest_runs(base: str, experiment: str) -> list[dict]:
-    """Every run of ``experiment`` as the server reports it (runs/search)."""
-    exp = rest(base, "experiments/get-by-name", experiment_name=experiment)["experiment"]
-    return rest(base, "runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                      "max_results": 1000}).get("runs", [])
-
-
-def rest_history(base: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    hist = rest(base, "metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
-    return sorted((int(m.get("step", 0)), float(m["value"])) for m in hist)
-
-
-def tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-
-
 def store_snapshot(base: str, experiment: str) -> dict[str, object]:
     """Runs by cell with their status and every metric's full history: equal snapshots mean
     the store did not change."""
@@ -136,7 +95,8 @@ def store_snapshot(base: str, experiment: str) -> dict[str, object]:
     for run in rest_runs(base, experiment):
         rid = run["info"]["run_id"]
         keys = sorted({m["key"] for m in run["data"].get("metrics", [])})
-        snap[tags(run)[tracking.CELL_TAG] + "#" + rid] = (
+        key = tags(run).get(tracking.CELL_TAG) or "study:" + tags(run)[tracking.STUDY_TAG]
+        snap[key + "#" + rid] = (
             run["info"]["status"], {k: rest_history(base, rid, k) for k in keys})
     return snap
 
@@ -145,56 +105,9 @@ def assert_run_matches_table(base: str, run: dict, out: Path) -> None:
     """The run holds every round of the cell's rounds.csv, once, at step = labels."""
     table = pd.read_csv(out / "rounds.csv")
     rid = run["info"]["run_id"]
-    for key in ("accuracy", "nll", "round"):
-        assert rest_history(base, rid, key) == list(zip(table["labels"], table[key].astype(float),
-                                                         strict=True)), key
-
-
-@contextmanager
-def mlflow_server(backend_uri: str, workdir: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on a free localhost port; yields its URL, stops it after."""
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "mlflow-server.log"
-    # the job runner is a feature of the UI this test does not use; it only costs CPU
-    env = cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-             "--default-artifact-root", str(workdir / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not up after 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop_group(proc)
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 3) -> None:
-    """SIGTERM the process group of ``proc`` (it was started in its own session), then KILL."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:  # a throwaway server: no need to wait for a clean exit
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        except ProcessLookupError:
-            pass
+    for key in ("accuracy", "nll", "train_seconds"):
+        assert rest_history(base, rid, tracking.metric_name(key)) == list(
+            zip(table["labels"], table[key].astype(float), strict=True)), key
 
 
 class CuttableProxy:
@@ -330,7 +243,8 @@ def test_eight_parallel_jobs_on_one_fresh_sqlite_store(tmp_path):
             assert bad not in stderr.lower(), stderr
     client = tracking.client_for(uri)
     exp_id = tracking.experiment_id(client, "par", create=False)
-    runs = client.search_runs([exp_id], max_results=100)
+    runs = [r for r in client.search_runs([exp_id], max_results=100)
+            if tracking.CELL_TAG in r.data.tags]  # init-store's study run aside
     assert sorted(r.data.tags[tracking.CELL_TAG] for r in runs) == sorted(
         f"par/digits/{s}/seed{k}/noise0" for s, k in cells)  # one run per cell, no duplicate
     for run in runs:
@@ -338,8 +252,8 @@ def test_eight_parallel_jobs_on_one_fresh_sqlite_store(tmp_path):
         table = pd.read_csv(tmp_path / f"{strategy}-{seed}" / "rounds.csv")
         assert len(table) == 3
         assert run.info.status == "FINISHED"
-        for key in ("accuracy", "round"):
-            hist = client.get_metric_history(run.info.run_id, key)
+        for key in ("accuracy", "train_epochs"):
+            hist = client.get_metric_history(run.info.run_id, tracking.metric_name(key))
             assert sorted((m.step, m.value) for m in hist) == list(
                 zip(table["labels"], table[key].astype(float), strict=True))
 
@@ -373,7 +287,7 @@ def test_cell_against_real_server_read_back_over_rest(server, tmp_path, capfd):
                      "--seed", "1", "--noise", "0.1", "--out", str(out), "--tracking-uri", server]) == 0
     assert "warning" not in capfd.readouterr().err
     runs = rest_runs(server, "srv")
-    assert len(runs) == 1
+    assert len(runs) == 1  # no init-store, no backfill: no study run
     run = runs[0]
     assert run["info"]["status"] == "FINISHED"
     assert tags(run)[tracking.CELL_TAG] == "srv/digits/badge/seed1/noise0.1"
@@ -404,13 +318,13 @@ def test_outage_mid_run_then_backfill_is_idempotent(server, tiny_cfg, digits, tm
     assert err.count("asknlearn: warning: MLflow tracking") == 1, err
     (run,) = rest_runs(server, "mid")
     assert run["info"]["status"] == "RUNNING"
-    assert rest_history(server, run["info"]["run_id"], "accuracy") == [
+    assert rest_history(server, run["info"]["run_id"], "test/accuracy") == [
         (20, pytest.approx(table["accuracy"][0]))]  # only round 0 got through
 
     assert cli_main(["backfill", str(tmp_path), "--tracking-uri", server]) == 0
     out = capfd.readouterr().out
     assert "0 runs created" in out and "1 runs marked FINISHED" in out
-    (run,) = rest_runs(server, "mid")
+    (run,) = cell_runs(server, "mid")
     assert run["info"]["status"] == "FINISHED"
     assert_run_matches_table(server, run, tmp_path / "cell")
     before = store_snapshot(server, "mid")
@@ -437,12 +351,12 @@ def test_server_down_from_start_then_backfill_creates_runs(server, tiny_cfg, dig
     # a third cell that did reach the server: backfill must leave its run alone
     run_cell(_cfg(tiny_cfg, study="down", strategy="entropy", budget=40, tracking_uri=server),
              tmp_path / "entropy", data=digits, log=lambda s: None)
-    before = {tags(r)[tracking.CELL_TAG]: r["info"]["run_id"] for r in rest_runs(server, "down")}
+    before = {tags(r)[tracking.CELL_TAG]: r["info"]["run_id"] for r in cell_runs(server, "down")}
     assert list(before) == ["down/digits/entropy/seed0/noise0"]
 
     assert cli_main(["backfill", str(tmp_path), "--tracking-uri", server]) == 0
     assert "3 cells" in capfd.readouterr().out
-    runs = rest_runs(server, "down")
+    runs = cell_runs(server, "down")
     by_cell = {tags(r)[tracking.CELL_TAG]: r for r in runs}
     assert len(runs) == len(by_cell) == 3
     assert by_cell["down/digits/entropy/seed0/noise0"]["info"]["run_id"] == before[
@@ -481,8 +395,8 @@ def test_resume_logs_rounds_the_killed_job_saved_but_never_logged(tiny_cfg, digi
     client = tracking.client_for(uri)
     (run,) = client.search_runs([tracking.experiment_id(client, "kill", create=False)])
     table = pd.read_csv(tmp_path / "cell" / "rounds.csv")
-    for key in ("accuracy", "round"):
-        hist = client.get_metric_history(run.info.run_id, key)
+    for key in ("accuracy", "train_epochs"):
+        hist = client.get_metric_history(run.info.run_id, tracking.metric_name(key))
         assert sorted((m.step, m.value) for m in hist) == list(zip(table["labels"], table[key],
                                                                    strict=True))
     assert run.info.status == "FINISHED"
@@ -517,19 +431,19 @@ def test_workflow_logs_every_cell_to_a_postgres_backed_mlflow_server(postgres_ur
         wf.run_snakemake(work, "--cores", "2", "--workflow-profile", "none",
                          "--config", f"tracking_uri={url}", "--", wf.TABLE)
         table = pd.read_csv(work / wf.TABLE)
-        runs = rest_runs(url, wf.STUDY)
+        runs = cell_runs(url, wf.STUDY)
         assert sorted(tags(r)["strategy"] for r in runs) == sorted(wf.STRATEGIES)
         for run in runs:
             strategy = tags(run)["strategy"]
             assert run["info"]["status"] == "FINISHED"
             cell = work / f"results/{wf.STUDY}/runs/digits/{strategy}/seed0/noise0"
             assert_run_matches_table(url, run, cell)
-            assert len(rest_history(url, run["info"]["run_id"], "accuracy")) == wf.ROUNDS + 1
+            assert len(rest_history(url, run["info"]["run_id"], "test/accuracy")) == wf.ROUNDS + 1
     # the runs really are in PostgreSQL, not in some fallback store
     with psycopg2.connect(postgres_uri) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
                     "WHERE e.name = %s", (wf.STUDY,))
-        assert cur.fetchone()[0] == len(wf.STRATEGIES)
+        assert cur.fetchone()[0] == len(wf.STRATEGIES) + 1  # and the study's parent run
     assert not (work / f"results/{wf.STUDY}/mlflow.db").exists()
     wf.remember_reference(table)  # an uninterrupted local run: the kill/resume test's reference
 
@@ -606,10 +520,10 @@ def test_kill_workflow_mid_cell_then_rerun_resumes(tmp_path, tmp_path_factory):
     # holds one run per cell with every round (the resumed cell's included), over REST
     store = f"sqlite:///{work}/results/{wf.STUDY}/mlflow.db"
     with mlflow_server(store, tmp_path / "ui") as url:
-        runs = rest_runs(url, wf.STUDY)
+        runs = cell_runs(url, wf.STUDY)
         assert sorted(tags(r)["strategy"] for r in runs) == sorted(wf.STRATEGIES)
         for run in runs:
             assert run["info"]["status"] == "FINISHED"
             cell = cells[tags(run)["strategy"]]
             assert_run_matches_table(url, run, cell)
-            assert len(rest_history(url, run["info"]["run_id"], "accuracy")) == wf.ROUNDS + 1
+            assert len(rest_history(url, run["info"]["run_id"], "test/accuracy")) == wf.ROUNDS + 1

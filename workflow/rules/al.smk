@@ -9,6 +9,9 @@ localrules:
 
 
 rule init_store:
+    # with the store unreachable this warns once (on the console too) and writes the flag
+    # anyway: the cells run, their tables stay the source of truth, and
+    # `asknlearn backfill results/<study>` fills the store in later
     output:
         STORE_FLAG,
     log:
@@ -21,7 +24,7 @@ rule init_store:
         study=STUDY,
     shell:
         "{params.asknlearn} init-store --tracking-uri {params.uri:q} --experiment {params.study:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--study {params.study:q} --if-down warn --out {output:q} 2>&1 | tee {log:q}"
 
 
 rule al_cell:

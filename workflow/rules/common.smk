@@ -158,7 +158,15 @@ def _runtime_flags() -> str:
 
 
 def al_resources() -> dict:
-    """Resources of an AL job; the SLURM keys only when set, so a profile's defaults apply."""
+    """Resources of an AL job; the SLURM keys only when set, so a profile's defaults apply.
+
+    With cells_per_gpu = k > 1 a job still asks for gpu=1: on a workstation `--resources
+    gpu=K` then counts GPU slots (K = GPUs x k) and the launcher puts k jobs on each GPU."""
+    if AL["cells_per_gpu"] > 1 and AL["gpu"] != 1:
+        raise WorkflowError(
+            f"config resources.al: cells_per_gpu={AL['cells_per_gpu']} needs gpu: 1 "
+            f"(got gpu: {AL['gpu']}); valid: gpu 1 to share GPUs, or cells_per_gpu 1"
+        )
     res = {
         "mem_mb": AL["mem_mb"],
         "runtime": AL["runtime"],
@@ -182,7 +190,10 @@ wildcard_constraints:
 _PYPATH = f"PYTHONPATH={shlex.quote(PKG_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}"
 ASKNLEARN = f"{_PYPATH} python -m asknlearn"
 # the launcher execs the AL command on its own free GPU(s); PYTHONPATH passes through the exec
-GPU_SLOT = f"{_PYPATH} python {shlex.quote(str(Path(PKG_ROOT, 'workflow', 'scripts', 'gpu_slot.py')))}"
+GPU_SLOT = (
+    f"{_PYPATH} python {shlex.quote(str(Path(PKG_ROOT, 'workflow', 'scripts', 'gpu_slot.py')))}"
+    f" --cells-per-gpu {AL['cells_per_gpu']}"
+)
 TRACKING_URI = tracking_uri() or ""
 RUNTIME_FLAGS = _runtime_flags()
 
