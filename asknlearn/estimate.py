@@ -324,7 +324,8 @@ def _positive(name: str, value: str, kind: type) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """``asknlearn estimate`` (flags in asknlearn/cli.py)."""
-    from asknlearn.loop import atomic_write, resolve_device
+    from asknlearn.loop import resolve_device
+    from asknlearn.records import atomic_write
 
     gpus = _positive("--gpus", args.gpus, int)
     steps = _positive("--steps", args.steps, int)

@@ -30,11 +30,12 @@ from asknlearn.augment import FAMILY_AUGMENT, Augment
 from asknlearn.config import ExperimentConfig
 from asknlearn.data import load_dataset
 from asknlearn.inference import predict
-from asknlearn.loop import atomic_write, derive_seed, generator, split_pool
+from asknlearn.loop import derive_seed, generator, split_pool
 from asknlearn.losses import build_loss, vwcc_alpha
 from asknlearn.metrics import all_metrics
 from asknlearn.models import build_model
 from asknlearn.pseudolabels import RefinedPseudoLabels
+from asknlearn.records import atomic_write
 
 DROPOUT_RATES = (0.1, 0.2, 0.3, 0.5)
 TAUS = (0.5, 0.7, 0.9)

@@ -222,7 +222,7 @@ def target(name: str, goal: str, measured: float, met: bool, unit: str = "×",
 def write_result(args: argparse.Namespace, name: str, env: dict[str, Any], params: dict[str, Any],
                  results: dict[str, Any], targets: list[dict[str, Any]]) -> Path:
     """Write ``<out>/<name>.json`` atomically and return its path."""
-    from asknlearn.loop import atomic_write
+    from asknlearn.records import atomic_write
 
     env = dict(env)
     env["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

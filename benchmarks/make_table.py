@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if new != text:
         sys.path.insert(0, str(HERE.parent))
-        from asknlearn.loop import atomic_write
+        from asknlearn.records import atomic_write
 
         atomic_write(readme, lambda p: Path(p).write_text(new))
     print(f"make_table: {readme} performance block from {len(docs)} result file(s)")
