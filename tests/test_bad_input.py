@@ -271,11 +271,15 @@ def workflow_dry_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedP
             else:
                 shutil.copy(src, work / name)
         (work / "bad.yaml").write_text(text)
-        procs[case] = (subprocess.Popen(
-            [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--workflow-profile", "none",
-             "--configfile", "bad.yaml"], cwd=work, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True), work)
-    return {case: (subprocess.CompletedProcess(p.args, p.wait(timeout=600), p.stdout.read(), ""), work)
+        # output to a file, not a pipe: Snakemake dumps the whole schema (~100 KB) on a schema
+        # error, which would fill a pipe nobody reads until wait() returns (a deadlock)
+        with (work / "out.txt").open("w") as out:
+            procs[case] = (subprocess.Popen(
+                [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--workflow-profile",
+                 "none", "--configfile", "bad.yaml"], cwd=work, stdout=out,
+                stderr=subprocess.STDOUT, text=True), work)
+    return {case: (subprocess.CompletedProcess(p.args, p.wait(timeout=600),
+                                               (work / "out.txt").read_text(), ""), work)
             for case, (p, work) in procs.items()}
 
 
