@@ -317,6 +317,13 @@ def test_workflow_on_a_custom_npz(toy_npz, tmp_path, monkeypatch):
                        "budget": 20, "max_epochs": 5},
     }
     (work / "study.yaml").write_text(yaml.safe_dump(config))
+    # a wrong path stops the dry run up front with the package's one line, before any job
+    bad = {**config, "experiment": {**config["experiment"],
+                                    "custom_datasets": {"toy": {"path": str(tmp_path / "x.npz")}}}}
+    (work / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake(work, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0 and "Job stats" not in proc.stdout
+    assert f"dataset 'toy': '{tmp_path / 'x.npz'}' does not exist" in proc.stdout + proc.stderr
     # the jobs import the factory from tests/ (a user's own package on PYTHONPATH)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(TESTS)]))
     snakemake(work, "--configfile", "study.yaml", "--cores", "1", timeout=900)
