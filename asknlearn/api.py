@@ -41,7 +41,8 @@ def select(strategy: str | StrategySpec, model: torch.nn.Module, x_pool: torch.T
     the selection and the pseudo-label refinement (None: one seeded from torch's global RNG, so
     ``torch.manual_seed`` makes the call reproducible). ``options``: config keys of the
     pseudo-labeler and the T of the MC inferences (tau, k_aug, aug_shift, aug_flip,
-    refine_include_original, vwcc_samples), defaults as in ``asknlearn run --help``.
+    refine_include_original, vwcc_samples), defaults as in ``asknlearn run --help`` except
+    the refinement's views: a 1-pixel shift, no flip (pass your data's ``aug_shift``).
     The model's train/eval mode is restored on return.
     """
     from asknlearn.config import ExperimentConfig
