@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -29,7 +30,15 @@ import yaml
 
 from asknlearn import __version__
 from asknlearn.errors import ConfigError
-from asknlearn.names import DATASETS, DEFAULT_DROPOUT, MODELS, dataset_info
+from asknlearn.names import (
+    DATASETS,
+    DEFAULT_DROPOUT,
+    MODEL_PATTERN,
+    MODELS,
+    check_custom_datasets,
+    dataset_info,
+    is_model_factory,
+)
 from asknlearn.strategies import resolve_strategy
 
 __all__ = [
@@ -44,13 +53,16 @@ _MISSING = dataclasses.MISSING
 def key(default: Any = _MISSING, help: str = "", *, valid: str = "",  # noqa: A002
         choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, runtime: bool = False,
-        workflow: bool = False, default_factory: Any = _MISSING) -> Any:
+        workflow: bool = False, default_factory: Any = _MISSING, pattern: str | None = None
+        ) -> Any:
     """Declare a config key: its default and ``help``; ``valid`` (the message's "valid: ...")
     with the range [lo, hi] (``lo_open``/``hi_open`` make an end open) or the ``choices`` it
     accepts; ``runtime``: it does not change what the cell computes, so a resume may change it;
-    ``workflow``: the workflow sets it per cell or per machine (not in ``experiment:``)."""
+    ``workflow``: the workflow sets it per cell or per machine (not in ``experiment:``);
+    ``pattern``: the regular expression a string value matches (the schema's ``pattern``)."""
     meta = {"help": help, "valid": valid, "choices": choices, "lo": lo, "hi": hi,
-            "lo_open": lo_open, "hi_open": hi_open, "runtime": runtime, "workflow": workflow}
+            "lo_open": lo_open, "hi_open": hi_open, "runtime": runtime, "workflow": workflow,
+            "pattern": pattern}
     if default_factory is not _MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -63,7 +75,8 @@ _SIZE = "None: the dataset's default (`asknlearn run --help` lists them)"
 @dataclass
 class ExperimentConfig:
     # --- the cell
-    dataset: str = key("digits", "dataset of the cell", choices=tuple(DATASETS), workflow=True)
+    dataset: str = key("digits", "dataset of the cell", workflow=True,
+                       valid=f"{', '.join(DATASETS)}, or a custom_datasets name")
     strategy: str = key("badge", "query strategy (`asknlearn strategies` lists them)",
                         workflow=True)
     seed: int = key(0, "seeds the seed set S, initial weights, batch order, selection and oracle",
@@ -83,8 +96,11 @@ class ExperimentConfig:
     val_size: int = key(0, "held out from the pool for model selection studies (never the test "
                            "set)", lo=0, valid="an integer >= 0")
     # --- model and training
-    model: str | None = key(None, "network (None: the paper's choice per dataset)",
-                            choices=tuple(MODELS))
+    model: str | None = key(None, "network: a built-in one, or your own factory "
+                                  "'package.module:function' (docs/api.md). None: the paper's "
+                                  "choice per dataset",
+                            valid=f"{', '.join(MODELS)}, 'package.module:function' or null",
+                            pattern=MODEL_PATTERN)
     dropout: float | None = key(
         None, "rate of the stochastic network's layers: dropout after every hidden layer (MLP), "
               "after every pooling stage (VGG-16), stochastic depth of the last block "
@@ -147,6 +163,13 @@ class ExperimentConfig:
     experiment: str | None = key(None, "MLflow experiment (None: the study name)",
                                  valid="a non-empty name without control characters or both "
                                        "quote characters", runtime=True, workflow=True)
+    # --- your own datasets
+    custom_datasets: dict[str, dict[str, Any]] = key(
+        help="your own datasets, {name: {path, format, num_classes}}: path = a .npz/.pt file "
+             "with x_train, y_train, x_test, y_test or an ImageFolder tree (train/, test/); "
+             "format (npz, pt, imagefolder) and num_classes (K) default to the path's and the "
+             "largest label + 1; `dataset` may then name them (docs/api.md)",
+        default_factory=dict)
     # --- extra named strategies
     strategies: dict[str, dict[str, str]] = key(
         help="extra named strategies, {name: {loss, pseudo_labels, selector, network}} (a YAML "
@@ -164,10 +187,19 @@ class ExperimentConfig:
     def resolve(self) -> ExperimentConfig:
         """Validate and fill dataset-dependent defaults; returns a new config."""
         validate(self)
-        info = dataset_info(self.dataset)
+        info = dataset_info(self.dataset, self.custom_datasets)
         model = self.model or info.default_model
         stochastic = self.network == "stochastic" or self.spec.stochastic
-        rate = self.dropout if self.dropout is not None else DEFAULT_DROPOUT[model]
+        factory = is_model_factory(model)
+        # your own factory: the package sets its dropout rate only when it takes a `dropout`
+        # argument; otherwise the network's own layers are used as they are (dropout None)
+        takes_rate = not factory or _factory_takes_dropout(model)
+        if factory and not takes_rate and self.dropout is not None:
+            raise ConfigError(f"dropout={self.dropout!r} is not valid for model={model!r}, whose "
+                              "factory takes no dropout argument; valid: null (the network's "
+                              "own dropout layers), or a factory taking dropout")
+        default_rate = DEFAULT_DROPOUT.get(model, CUSTOM_MODEL_DROPOUT)
+        rate = self.dropout if self.dropout is not None else default_rate
 
         def given(name: str, fallback: Any) -> Any:
             v = getattr(self, name)
@@ -179,20 +211,29 @@ class ExperimentConfig:
             query_size=given("query_size", info.query_size),
             budget=given("budget", info.budget),
             model=model,
-            dropout=rate if stochastic else 0.0,
+            dropout=(rate if stochastic else 0.0) if takes_rate else None,
             aug_shift=given("aug_shift", info.aug_shift),
             aug_flip=given("aug_flip", info.aug_flip),
             experiment=self.experiment or self.study,
             # only the cell's own definition: adding a strategy to a study changes no cell
             strategies={k: v for k, v in self.strategies.items() if k == self.strategy},
+            # the cell's own dataset only, its path absolute: config.yaml says what was read
+            custom_datasets={k: {**v, "path": os.path.abspath(os.path.expanduser(v["path"]))}
+                             for k, v in self.custom_datasets.items() if k == self.dataset},
         )
         validate(out)  # the per-dataset sizes against each other (budget a multiple of b)
+        if factory:
+            from asknlearn.models import check_factory_model
+
+            check_factory_model(model, info.shape, info.num_classes, out.dropout, stochastic,
+                                self.strategy)
+            return out
         hw = MODELS[out.model].input_hw
         if hw is not None and info.shape[1:] != hw:
             valid = ", ".join(m for m, i in MODELS.items() if i.input_hw in (None, info.shape[1:]))
             raise ConfigError(f"model={out.model!r} expects {hw[0]}x{hw[1]} images but dataset "
                               f"{self.dataset!r} has {info.shape[1]}x{info.shape[2]}; valid: {valid}")
-        if stochastic and out.dropout <= 0:
+        if stochastic and out.dropout is not None and out.dropout <= 0:
             raise ConfigError(f"dropout={out.dropout!r}: strategy {self.strategy!r} runs on the "
                               "stochastic network, which needs a rate; valid: a rate in (0, 1)")
         return out
@@ -212,6 +253,18 @@ class ExperimentConfig:
         from asknlearn.naming import noise_token
 
         return f"{self.study}/{self.dataset}/{self.strategy}/seed{self.seed}/noise{noise_token(self.noise)}"
+
+
+# the stochastic-layer rate given to a user's factory that takes `dropout` (as the MLP's)
+CUSTOM_MODEL_DROPOUT = 0.5
+
+
+def _factory_takes_dropout(name: str) -> bool:
+    """Whether model factory ``name`` takes a ``dropout`` argument (imports it: the user's own
+    config names it, so this is the user's code)."""
+    from asknlearn.models import factory_takes_dropout
+
+    return factory_takes_dropout(name)
 
 
 _FIELDS = {f.name: f for f in fields(ExperimentConfig)}
@@ -340,8 +393,13 @@ def validate(cfg: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; valid: {valid}")
 
-    dataset_info(cfg.dataset)
+    check_custom_datasets(cfg.custom_datasets)
+    dataset_info(cfg.dataset, cfg.custom_datasets)
     resolve_strategy(cfg.strategy, cfg.strategies)
+    for name, f in _FIELDS.items():  # string keys declared by a pattern
+        v = getattr(cfg, name)
+        need(f.metadata["pattern"] is None or v is None or bool(re.match(f.metadata["pattern"], v)),
+             name, f.metadata["valid"])
     for name, f in _FIELDS.items():
         v, m = getattr(cfg, name), f.metadata
         if v is None:
@@ -477,6 +535,8 @@ def experiment_schema() -> dict[str, Any]:
             continue
         base, optional = _base_type(name)
         prop: dict[str, Any] = {"type": [json_types[base], "null"] if optional else json_types[base]}
+        if m["pattern"] is not None:
+            prop["pattern"] = m["pattern"]
         if m["choices"] is not None:
             prop["enum"] = [*m["choices"], *([None] if optional else [])]
         for bound, open_, word in (("lo", "lo_open", "minimum"), ("hi", "hi_open", "maximum")):

@@ -27,7 +27,16 @@ import numpy as np
 import torch
 
 from asknlearn.errors import DatasetError
-from asknlearn.names import _MNIST_FILES, DATASETS, DatasetInfo, dataset_info
+from asknlearn.names import (
+    _MNIST_FILES,
+    DATASETS,
+    SPLIT_KEYS,
+    DatasetInfo,
+    dataset_info,
+    image_files,
+    imagefolder_classes,
+    with_stats,
+)
 
 __all__ = ["DATASETS", "LOADERS", "DatasetInfo", "TensorData", "dataset_info", "load_dataset"]
 
@@ -315,12 +324,119 @@ def _load_torchvision(splits):
     return load
 
 
-# loader kind (DatasetInfo.loader) -> load(info, root, download) -> x_train, y_train, x_test, y_test
+# ---------------------------------------------------------------------------- your own data
+def read_pt(name: str, path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.pt`` dataset file as numpy arrays. ``torch.load`` with
+    ``weights_only=True``: tensors and plain containers only, no code runs from the file."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip/unsupported-type errors of many kinds
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DatasetError(f"dataset {name!r}: {str(path)!r} is not a readable .pt file "
+                           f"({type(exc).__name__}: {first}); valid: torch.save of a dict of "
+                           f"tensors {', '.join(SPLIT_KEYS)}") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"dataset {name!r}: {str(path)!r} holds a {type(obj).__name__}; "
+                           f"valid: torch.save of a dict of tensors {', '.join(SPLIT_KEYS)}")
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[str(k)] = v.numpy()
+        elif isinstance(v, np.ndarray):
+            out[str(k)] = v
+    return out
+
+
+def _nchw(x: np.ndarray | torch.Tensor, layout: str) -> torch.Tensor:
+    """Images of ``layout`` (nhw, nchw, nhwc) as an (N, C, H, W) tensor."""
+    t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if layout == "nhw":
+        return t.unsqueeze(1)
+    return t.permute(0, 3, 1, 2) if layout == "nhwc" else t
+
+
+def _normalize_custom(info: DatasetInfo, xtr: torch.Tensor, xte: torch.Tensor) -> tuple:
+    """Scale uint8 images to [0, 1] (floats are taken as they are), then standardize each
+    channel with the mean and std of the training split only."""
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    xtr, xte = scaled(xtr), scaled(xte)
+    mean = xtr.mean(dim=(0, 2, 3), dtype=torch.float64)
+    std = xtr.std(dim=(0, 2, 3)).double().clamp_min(1e-8)  # a constant channel: no division by 0
+    m, s = mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
+    xtr.sub_(m).div_(s)
+    xte.sub_(m).div_(s)
+    return xtr, xte, with_stats(info, tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def _load_arrays(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    """A .npz or .pt dataset (already checked by :func:`asknlearn.names.custom_dataset_info`)
+    as normalized tensors, plus its entry with the training split's normalization."""
+    path = Path(info.path)
+    if info.loader == "npz":
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in SPLIT_KEYS}
+    else:
+        arrays = read_pt(info.name, path)
+    xtr, xte = (_nchw(arrays[k], info.layout) for k in ("x_train", "x_test"))
+    ytr, yte = (torch.as_tensor(arrays[k]).long() for k in ("y_train", "y_test"))
+    del arrays
+    xtr, xte, info = _normalize_custom(info, xtr, xte)
+    return xtr, ytr, xte, yte, info
+
+
+def _load_imagefolder(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    """An ImageFolder tree (``train/<class>/...``, ``test/<class>/...``) read once by
+    torchvision's ImageFolder into whole uint8 tensors; test labels follow the train classes'
+    indices (a test split may lack some classes)."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    path = Path(info.path)
+    train_classes, _ = imagefolder_classes(info.name, path)
+    index = {c: i for i, c in enumerate(train_classes)}
+    mode = "L" if info.shape[0] == 1 else "RGB"
+
+    def read(p: str) -> np.ndarray:
+        with Image.open(p) as im:
+            return np.asarray(im.convert(mode))
+
+    xs, ys = [], []
+    for split in ("train", "test"):
+        ds = ImageFolder(str(path / split), loader=read)
+        if len(ds.samples) != len(image_files(path / split)):
+            raise DatasetError(f"dataset {info.name!r} ({path}): {split}/ holds images outside "
+                               "class folders; valid: images only in <split>/<class>/")
+        images = []
+        for file, _ in ds.samples:  # loading once, not a hot path
+            try:
+                a = read(file)
+            except OSError as exc:
+                raise DatasetError(f"dataset {info.name!r}: image {file!r} cannot be read "
+                                   f"({exc}); valid: image files PIL can open") from None
+            if a.shape[:2] != info.shape[1:]:
+                raise DatasetError(
+                    f"dataset {info.name!r}: image {file!r} is {a.shape[1]}x{a.shape[0]} but "
+                    f"{info.shape[2]}x{info.shape[1]} (the first train image's size) was "
+                    "expected; valid: images of one size (resize them first)")
+            images.append(a)
+        xs.append(_nchw(np.stack(images), "nhw" if mode == "L" else "nhwc"))
+        ys.append(torch.tensor([index[ds.classes[t]] for _, t in ds.samples], dtype=torch.long))
+    xtr, xte, info = _normalize_custom(info, xs[0], xs[1])
+    return xtr, ys[0], xte, ys[1], info
+
+
+# loader kind (DatasetInfo.loader) -> load(info, root, download) -> x_train, y_train, x_test,
+# y_test; the custom loaders also return the entry with the normalization they computed
 LOADERS = {
     "digits": _load_digits,
     "idx": _load_torchvision(_idx_splits),
     "cifar": _load_torchvision(_cifar_splits),
     "svhn": _load_torchvision(_svhn_splits),
+    "npz": _load_arrays,
+    "pt": _load_arrays,
+    "imagefolder": _load_imagefolder,
 }
 
 
@@ -332,6 +448,11 @@ def load_dataset(
 ) -> TensorData:
     """Load ``name`` once as normalized tensors on ``device``.
 
+    ``name`` is a built-in dataset or a custom one described earlier in this process
+    (:func:`asknlearn.names.dataset_info` with the config's ``custom_datasets``, which
+    :meth:`ExperimentConfig.resolve` calls): a .npz/.pt file or an ImageFolder tree, normalized
+    with its training split's per-channel statistics.
+
     ``root`` is the torchvision data root (``$ASKNLEARN_DATA`` or ``./data`` by default).
     Canonical MNIST/Fashion-MNIST ``.gz`` archives on disk are checked against their MD5 and
     extracted whatever ``download`` says (no network needed); ``download=True`` also lets
@@ -342,4 +463,6 @@ def load_dataset(
     info = dataset_info(name)
     root = Path(root) if root is not None else default_data_root()
     parts = LOADERS[info.loader](info, root, download)
+    if len(parts) == 5:  # a custom dataset: its entry now holds the training split's statistics
+        *parts, info = parts
     return TensorData(info, *parts).to(device)

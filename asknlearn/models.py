@@ -68,15 +68,30 @@ class StochasticDepth(_Stochastic):
 
 @contextmanager
 def mc_sampling(model: nn.Module) -> Iterator[None]:
-    """Within this block every stochastic layer of ``model`` samples, whatever its mode."""
+    """Within this block every stochastic layer of ``model`` samples, whatever its mode: ours,
+    and the plain ``nn.Dropout`` layers of a user's own network (put in training mode for the
+    block, so that its batch norm keeps its running statistics)."""
     layers = [m for m in model.modules() if isinstance(m, _Stochastic)]
+    torch_dropout = [(m, m.training) for m in model.modules()
+                     if isinstance(m, nn.modules.dropout._DropoutNd)]
     for m in layers:
         m.mc = True
+    for m, _ in torch_dropout:
+        m.train(True)
     try:
         yield
     finally:
         for m in layers:
             m.mc = False
+        for m, mode in torch_dropout:
+            m.train(mode)
+
+
+def has_stochastic_layers(model: nn.Module) -> bool:
+    """Whether ``model`` has a stochastic layer with a non-zero rate that :func:`mc_sampling`
+    switches on (ours, or torch's ``nn.Dropout`` family)."""
+    return any(isinstance(m, (_Stochastic, nn.modules.dropout._DropoutNd)) and m.p > 0
+               for m in model.modules())
 
 
 class SplitNet(nn.Module):
@@ -93,7 +108,7 @@ class SplitNet(nn.Module):
     @property
     def stochastic(self) -> bool:
         """Whether the network has any stochastic layer with a non-zero rate."""
-        return any(isinstance(m, _Stochastic) and m.p > 0 for m in self.modules())
+        return has_stochastic_layers(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
@@ -212,11 +227,158 @@ MODELS: dict[str, tuple] = {
 }
 
 
-def build_model(name: str, shape: tuple[int, int, int], num_classes: int, dropout: float) -> SplitNet:
-    """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
-    ``dropout`` (0: the plain network)."""
+# ---------------------------------------------------------------------------- your own model
+class _FeaturesTrunk(nn.Module):
+    """The trunk of a user's module that has ``features`` and ``head``: ``net.features(x)``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
+
+
+class UserNet(SplitNet):
+    """A user's module with ``features(x) -> z`` and a linear ``head`` seen as a
+    :class:`SplitNet`: trunk = ``features``, head = the module's own ``head`` (shared, not
+    copied), so eq. 4, VWCC and every selector run on it unchanged."""
+
+    def __init__(self, net: nn.Module, dropout: float | None = None):
+        nn.Module.__init__(self)
+        head = getattr(net, "head", None)
+        if not callable(getattr(net, "features", None)) or not isinstance(head, nn.Linear):
+            from asknlearn.errors import ConfigError
+
+            raise ConfigError(
+                f"model {type(net).__name__} is not usable: it needs features(x) -> z and a "
+                f"head that is an nn.Linear (got head={type(head).__name__}); valid: a module "
+                "with features/head, or a factory returning (trunk, feature size)")
+        self.trunk = _FeaturesTrunk(net)
+        self.feat_dim = head.in_features
+        self.dropout_p = dropout
+        self.head = head
+
+
+def as_split_net(model: nn.Module) -> SplitNet:
+    """``model`` as a :class:`SplitNet`: itself, or a :class:`UserNet` view of a module with
+    ``features``/``head``."""
+    return model if isinstance(model, SplitNet) else UserNet(model)
+
+
+def load_factory(name: str):
+    """The callable that model name ``"package.module:function"`` names, imported now. Only
+    ever called for a config the user passes (never for one read back from a results folder:
+    resuming compares identities, it does not resolve stored configs)."""
+    import importlib
+
     from asknlearn.errors import ConfigError
 
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"model={name!r}: module {exc.name!r} cannot be imported; valid: "
+                          "'package.module:function' importable from the working directory or "
+                          "PYTHONPATH") from None
+    except AttributeError:
+        raise ConfigError(f"model={name!r}: module {module!r} has no {attr!r}; valid: the name "
+                          "of a factory function in it") from None
+    if not callable(fn):
+        raise ConfigError(f"model={name!r} is a {type(fn).__name__}, not callable; valid: a "
+                          "factory function")
+    return fn
+
+
+def factory_takes_dropout(name: str) -> bool:
+    """Whether the factory ``name`` accepts a ``dropout`` argument (then the package sets the
+    rate of its stochastic layers, as for the built-in models)."""
+    import inspect
+
+    try:
+        params = inspect.signature(load_factory(name)).parameters
+    except (TypeError, ValueError):
+        return False
+    return "dropout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
+                   dropout: float | None) -> SplitNet:
+    """Call factory ``name`` with the arguments it takes among ``shape`` (C, H, W),
+    ``num_classes`` and ``dropout`` (only when it takes it), and wrap what it returns:
+    (trunk, feature size) becomes trunk → a new linear head; a module with features/head a
+    :class:`UserNet`. Checked on two zero images: z must be (2, feature size)."""
+    import inspect
+
+    from asknlearn.errors import ConfigError
+
+    fn = load_factory(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    anykw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in (("shape", tuple(shape)), ("num_classes", num_classes),
+                                ("dropout", dropout))
+              if (k in params or anykw) and not (k == "dropout" and v is None)}
+    out = fn(**kwargs)
+    if (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
+            and isinstance(out[1], int) and not isinstance(out[1], bool)):
+        net: SplitNet = SplitNet(out[0], out[1], num_classes, dropout or 0.0)
+    elif isinstance(out, nn.Module) and hasattr(out, "features") and hasattr(out, "head"):
+        net = UserNet(out, dropout)
+        if net.head.out_features != num_classes:
+            raise ConfigError(f"model={name!r}: its head has {net.head.out_features} outputs but "
+                              f"the dataset has {num_classes} classes; valid: a head of "
+                              "num_classes outputs (the factory may take num_classes)")
+    else:
+        raise ConfigError(f"model={name!r} returned {type(out).__name__}; valid: (trunk module, "
+                          "feature size) or a module with features(x) and an nn.Linear head")
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            z = net.features(torch.zeros(2, *shape))
+    except Exception as exc:  # the user's network: any error it raises is the user's to see
+        raise ConfigError(f"model={name!r} fails on images of shape {tuple(shape)} (C, H, W): "
+                          f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+                          ) from None
+    finally:
+        net.train(was)
+    if tuple(z.shape) != (2, net.feat_dim):
+        raise ConfigError(f"model={name!r}: its features are {tuple(z.shape[1:])} per image but "
+                          f"the head takes {net.feat_dim}; valid: features(x) of shape "
+                          "(batch, feature size)")
+    return net
+
+
+def check_factory_model(name: str, shape: tuple[int, int, int], num_classes: int,
+                        dropout: float | None, stochastic: bool, strategy: str) -> None:
+    """Build factory model ``name`` once (on the CPU) to check it up front, and, when
+    ``strategy`` runs on the stochastic network, that it has stochastic layers to sample."""
+    from asknlearn.errors import ConfigError
+
+    net = _build_factory(name, shape, num_classes, dropout)
+    if stochastic and not net.stochastic:
+        why = "at dropout=0" if dropout == 0 else "and its factory takes no dropout argument"
+        raise ConfigError(
+            f"model={name!r} has no stochastic layer (nn.Dropout with p > 0, MCDropout, "
+            f"StochasticDepth) {why}, so strategy {strategy!r} cannot draw stochastic inferences (VWCC, "
+            "MC-dropout selectors); valid: a network with dropout layers, a factory taking "
+            "dropout, or a strategy on the plain network")
+
+
+def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
+                dropout: float | None) -> SplitNet:
+    """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
+    ``dropout`` (0: the plain network). ``name`` may name your own factory,
+    ``"package.module:function"`` (see :func:`_build_factory`; ``dropout`` None: the network's
+    own rates)."""
+    from asknlearn.errors import ConfigError
+    from asknlearn.names import is_model_factory
+
+    if is_model_factory(name):
+        return _build_factory(name, shape, num_classes, dropout)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     factory, hw = MODELS[name]

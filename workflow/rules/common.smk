@@ -136,11 +136,13 @@ _check_experiment()
 def cell_flags(wildcards) -> str:
     """``asknlearn run`` flags of the experiment keys for this cell's dataset, spelled so the
     job reads back exactly the values the pre-flight check resolved; of the ``strategies``
-    definitions only the cell's own, so defining another strategy reruns no cell."""
+    and ``custom_datasets`` definitions only the cell's own, so defining another strategy or
+    dataset reruns no cell."""
     values = dict(experiment_values(wildcards.dataset))
-    own = {k: v for k, v in values.pop("strategies", {}).items() if k == wildcards.strategy}
-    if own:
-        values["strategies"] = own
+    for key, name in (("strategies", wildcards.strategy), ("custom_datasets", wildcards.dataset)):
+        own = {k: v for k, v in values.pop(key, {}).items() if k == name}
+        if own:
+            values[key] = own
     flags = []
     for key, value in sorted(values.items()):
         flags += [f"--{key.replace('_', '-')}", flag_value(value)]
