@@ -358,3 +358,24 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert main(["summarize", "--rounds", str(tmp_path / "r.csv"), "--target-accuracy", "1.5",
                  "--out", str(tmp_path / "s.csv")]) == 2
     assert list(tmp_path.iterdir()) == [tmp_path / "r.csv"]
+
+
+@pytest.mark.slow
+def test_every_baseline_and_control_runs_through_the_workflow(tmp_path):
+    """The field's baselines (issue 15) and the ablation control run as workflow cells on the
+    quickstart's digits, with their diagnostics in the tidy table."""
+    wd = copy_workflow(tmp_path / "wf")
+    tiny = wd / "tiny.yaml"
+    names = ["margin", "coreset", "bald", "powerbald", "typiclust", "badge-dropout"]
+    tiny.write_text(
+        f"study: base\nstrategies: [{', '.join(names)}]\nseeds: [0]\ntracking: false\n"
+        "experiment: {seed_size: 20, query_size: 20, budget: 40, model: mlp, lr: 0.001, "
+        "max_epochs: 40}\n")
+    snakemake(wd, "--cores", "2", "--configfile", str(tiny), timeout=900)
+    df = pd.read_csv(wd / "results" / "base" / "rounds.csv")
+    assert sorted(df["strategy"].unique()) == sorted(names)
+    assert df.groupby("strategy").size().eq(3).all()
+    # the MC-dropout selectors and the control run on the stochastic network: α is logged
+    stochastic = df[df.strategy.isin(["bald", "powerbald", "badge-dropout"])]
+    assert (stochastic["alpha_mean"] > 0).all()
+    assert df[df.strategy.isin(["margin", "coreset", "typiclust"])]["alpha_mean"].isna().all()
