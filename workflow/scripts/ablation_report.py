@@ -4,8 +4,8 @@ cell folders, finished or not: every number is computed from the rounds the cell
     python workflow/scripts/ablation_report.py results/ablation_fashion_mnist [--labels 1100 2100 5100]
 
 Prints Markdown: (1) accuracy/ECE/NLL/Brier at the given label counts, mean ± sd over seeds, and
-the paired (by seed) difference to BADGE; (2) AULC of accuracy over the label range every cell has
-reached, paired the same way; (3) per-round mechanism diagnostics (α on L; refinement on the
+the paired (by seed) difference to BADGE; (2) AULC of accuracy over 100..N labels for a few N, from the
+cells that reached N, paired the same way; (3) per-round mechanism diagnostics (α on L; refinement on the
 validation split), mean over seeds. Only seeds that reached a label count enter its cells, and
 every paired difference uses only the seeds both strategies reached (n is printed).
 """
@@ -84,25 +84,33 @@ def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
     return "\n".join(out)
 
 
-def aulc(df: pd.DataFrame, ref: str = "badge") -> str:
-    reached = df.groupby(["strategy", "seed"]).labels.max()
-    top = int(reached.min())
-    d = df[(df.labels >= 100) & (df.labels <= top)]
+def aulc(df: pd.DataFrame, tops: list[int], ref: str = "badge") -> str:
+    """AULC over 100..top labels for each top, from the cells that reached it (paired by seed)."""
 
     def area(g: pd.DataFrame) -> float:
         g = g.sort_values("labels")
         x, y = g.labels.to_numpy(float), g.accuracy.to_numpy(float)
         return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
-    a = d.groupby(["strategy", "seed"]).apply(area, include_groups=False).rename("aulc")
-    out = [f"**AULC** (mean test accuracy over 100–{top:,} labels, trapezoids; the range every cell "
-           "has reached), in points; Δ paired by seed.", "",
-           "| strategy | AULC (%) | Δ vs BADGE (pts) |", "|---|---|---|"]
-    for s in [s for s in ORDER if s in a.index.get_level_values(0)]:
-        v = a.loc[s] * 100
-        delta = "" if s == ref else dpm((a.loc[s] - a.loc[ref]).dropna(), 100)
-        out.append(f"| {s} | {pm(v, 2)} | {delta} |")
-    return "\n".join(out) + "\n"
+    reached = df.groupby(["strategy", "seed"]).labels.max()
+    out = []
+    for top in tops:
+        ok = reached[reached >= top].index
+        d = df.set_index(["strategy", "seed"]).loc[lambda t, ok=ok: t.index.isin(ok)].reset_index()
+        d = d[d.labels <= top]
+        if d.empty:
+            continue
+        a = d.groupby(["strategy", "seed"]).apply(area, include_groups=False).rename("aulc")
+        out += [f"**AULC over 100–{top:,} labels** (mean test accuracy, trapezoids), in points, "
+                "from the cells that reached it; Δ paired by seed.", "",
+                "| strategy | AULC (%) | Δ vs BADGE (pts) |", "|---|---|---|"]
+        for s in [s for s in ORDER if s in a.index.get_level_values(0)]:
+            v = a.loc[s] * 100
+            has_ref = ref in a.index.get_level_values(0)
+            delta = "" if s == ref or not has_ref else dpm((a.loc[s] - a.loc[ref]).dropna(), 100)
+            out.append(f"| {s} | {pm(v, 2)} | {delta} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def diagnostics(df: pd.DataFrame) -> str:
@@ -123,13 +131,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--labels", type=int, nargs="+", default=[1100, 2100, 5100])
+    ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
+                    help="upper label counts of the AULC ranges")
     a = ap.parse_args()
     df = load(a.study)
     reached = df.groupby(["strategy", "seed"]).labels.max().unstack("seed")
     print("**Cells and the labels each has reached:**\n")
     print(reached.reindex([s for s in ORDER if s in reached.index]).to_markdown() + "\n")
     print(at_labels(df, a.labels))
-    print(aulc(df))
+    print(aulc(df, a.aulc_to))
     print(diagnostics(df))
     return 0
 
