@@ -254,7 +254,8 @@ def main() -> int:
                                 "see the per-path rows in gpu.json"))
 
     # pool inference
-    npool = 2048 if args.quick else 50000
+    # the CPU smoke run (tests) only checks the path runs: a small pool keeps it to seconds
+    npool = (2048 if cuda else 128) if args.quick else 50000
     xp, _ = data(npool, (3, 32, 32), device)
     model = fresh("resnet18", (3, 32, 32), device)
     predict(model, xp[:4096], 4096, features=True)
