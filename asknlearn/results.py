@@ -55,22 +55,25 @@ def write_text(text: str, out: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------- tables
-def read_rounds(path: str | Path) -> pd.DataFrame:
-    """Read one ``rounds.csv`` (a cell's or a study's) and check it has the contract columns."""
+def _read_table(path: str | Path, what: str, origin: str, columns: list[str]) -> pd.DataFrame:
+    """Read a CSV table and check it has ``columns``; one ReportError line otherwise."""
     import pandas as pd
 
     p = Path(path)
     if not p.is_file():
-        raise ReportError(f"rounds table {str(p)!r} does not exist; valid: a rounds.csv written by "
-                          "`asknlearn run` or `asknlearn aggregate`")
+        raise ReportError(f"{what} {str(p)!r} does not exist; valid: {origin}")
     df = pd.read_csv(p)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ReportError(f"rounds table {str(p)!r} lacks columns {missing}; "
-                          f"valid: a table with columns {REQUIRED_COLUMNS}")
-    if df.empty:
-        raise ReportError(f"rounds table {str(p)!r} has no rows; valid: a table of finished rounds")
+        raise ReportError(f"{what} {str(p)!r} lacks columns {missing}; "
+                          f"valid: a table with columns {columns}")
     return df
+
+
+def read_rounds(path: str | Path) -> pd.DataFrame:
+    """Read one ``rounds.csv`` (a cell's or a study's) and check it has the contract columns."""
+    return _read_table(path, "rounds table", "a rounds.csv written by `asknlearn run` or "
+                       "`asknlearn aggregate`", REQUIRED_COLUMNS)
 
 
 def aggregate(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -115,18 +118,8 @@ def gather_reliability(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def read_reliability(path: str | Path) -> pd.DataFrame:
     """Read a study's per-bin reliability table (``asknlearn aggregate --reliability-out``)."""
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise ReportError(f"reliability table {str(p)!r} does not exist; valid: the output of "
-                          "`asknlearn aggregate --reliability-out`")
-    df = pd.read_csv(p)
-    missing = [c for c in CELL_KEYS + RELIABILITY_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"reliability table {str(p)!r} lacks columns {missing}; "
-                          f"valid: a table with columns {CELL_KEYS + RELIABILITY_COLUMNS}")
-    return df
+    return _read_table(path, "reliability table", "the output of "
+                       "`asknlearn aggregate --reliability-out`", CELL_KEYS + RELIABILITY_COLUMNS)
 
 
 def noise_levels(df: pd.DataFrame, dataset: str) -> list[float]:
