@@ -81,7 +81,7 @@ def study(dataset: str, data_root: str | None, labels: list[int], seeds: list[in
         labeled = torch.cat([seed_set, extra])
         xv, yv = data.x_train[val], data.y_train[val]
         xl = data.x_train[labeled]
-        models = {}
+        models, epochs = {}, {}
         # 1. dropout rate of the stochastic network, judged on VWCC (and CE on the plain network)
         for loss, p in [("ce", 0.0), *(("vwcc", r) for r in DROPOUT_RATES), ("ce", 0.3)]:
             t0 = time.perf_counter()
@@ -91,39 +91,40 @@ def study(dataset: str, data_root: str | None, labels: list[int], seeds: list[in
             drop_rows.append({"seed": seed, "labels": n, "loss": loss, "dropout": p,
                               "epochs": res.epochs, **{f"val_{k}": v for k, v in m.items()},
                               "alpha_mean": _alpha(model, xl, cfg.vwcc_samples)})
-            models[(loss, p, False)] = model
+            models[(loss, p, False)], epochs[(loss, p, False)] = model, res.epochs
             log(f"[tune] seed {seed} labels {n} {loss} p={p}: val acc {m['accuracy']:.4f} "
                 f"nll {m['nll']:.3f} ece {m['ece']:.4f} epochs {res.epochs} "
                 f"({time.perf_counter() - t0:.1f}s)")
         # 2. refinement: models of the three losses, trained with or without the augmentation
         for loss, p, train_aug in [("ce", 0.0, False), ("lwcc", 0.0, False), ("vwcc", 0.3, False),
                                    ("ce", 0.0, True), ("lwcc", 0.0, True)]:
-            if True:
-                key = (loss, p, train_aug)
-                if key not in models:
-                    aug = Augment(family["shift"], family["flip"]) if train_aug else None
-                    models[key], _ = _train(data, cfg, labeled, loss, p, aug, seed)
-                model = models[key]
-                probs, _ = predict(model, xv)
-                argmax = probs.argmax(1)
-                for shift, orig, tau, k in itertools.product(shifts, (False, True), TAUS, KS):
-                    lab = RefinedPseudoLabels(tau, k, Augment(shift, family["flip"]), orig)
-                    lbl, ref = lab(model, xv, probs, generator(seed, "tune-augment", n))
-                    nref = int(ref.sum())
-                    ref_rows.append({
-                        "seed": seed, "labels": n, "loss": loss, "train_augment": train_aug,
-                        "shift": shift, "include_original": orig, "tau": tau, "k": k,
-                        "refined_fraction": nref / len(yv),
-                        "refined_argmax_accuracy": (argmax[ref] == yv[ref]).double().mean().item()
-                        if nref else float("nan"),
-                        "refined_accuracy": (lbl[ref] == yv[ref]).double().mean().item()
-                        if nref else float("nan"),
-                        "net_gain": ((lbl == yv).double().sum() - (argmax == yv).double().sum()).item()
-                        / len(yv),
-                        "argmax_accuracy": (argmax == yv).double().mean().item(),
-                    })
-                log(f"[tune] seed {seed} labels {n} refine on {loss} train_aug={train_aug}: "
-                    f"best net gain {max(r['net_gain'] for r in ref_rows[-len(shifts) * 12:]):+.4f}")
+            key = (loss, p, train_aug)
+            if key not in models:
+                aug = Augment(family["shift"], family["flip"]) if train_aug else None
+                models[key], res = _train(data, cfg, labeled, loss, p, aug, seed)
+                epochs[key] = res.epochs
+            model = models[key]
+            probs, _ = predict(model, xv)
+            argmax = probs.argmax(1)
+            for shift, orig, tau, k in itertools.product(shifts, (False, True), TAUS, KS):
+                lab = RefinedPseudoLabels(tau, k, Augment(shift, family["flip"]), orig)
+                lbl, ref = lab(model, xv, probs, generator(seed, "tune-augment", n))
+                nref = int(ref.sum())
+                ref_rows.append({
+                    "seed": seed, "labels": n, "loss": loss, "train_augment": train_aug,
+                    "epochs": epochs[key],
+                    "shift": shift, "include_original": orig, "tau": tau, "k": k,
+                    "refined_fraction": nref / len(yv),
+                    "refined_argmax_accuracy": (argmax[ref] == yv[ref]).double().mean().item()
+                    if nref else float("nan"),
+                    "refined_accuracy": (lbl[ref] == yv[ref]).double().mean().item()
+                    if nref else float("nan"),
+                    "net_gain": ((lbl == yv).double().sum() - (argmax == yv).double().sum()).item()
+                    / len(yv),
+                    "argmax_accuracy": (argmax == yv).double().mean().item(),
+                })
+            log(f"[tune] seed {seed} labels {n} refine on {loss} train_aug={train_aug}: "
+                f"best net gain {max(r['net_gain'] for r in ref_rows[-len(shifts) * 12:]):+.4f}")
     return pd.DataFrame(drop_rows), pd.DataFrame(ref_rows)
 
 
