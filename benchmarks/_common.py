@@ -12,10 +12,12 @@ import argparse
 import contextlib
 import ctypes
 import datetime
+import functools
 import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -204,8 +206,22 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
     }
     return env
+
+
+def _commit() -> str | None:
+    """The short git commit the benchmark measured (with '+dirty' for uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10, check=True)
+        commit = run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]).stdout.strip()
+        dirty = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                     "--", "asknlearn", "benchmarks"]).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def target(name: str, goal: str, measured: float, met: bool, unit: str = "×",

@@ -33,7 +33,8 @@ def _env_line(name: str, doc: dict) -> str:
     load = env.get("loadavg_start")
     load_s = f", load average {load[0]:.1f} at start" if load else ""
     return (f"`{name}`: {env['device_name']}, {env['threads']} torch thread(s){load_s}, "
-            f"{env.get('started', '')[:10]}")
+            f"{env.get('started', '')[:10]}"
+            + (f", commit {env['commit']}" if env.get("commit") else ", commit not recorded"))
 
 
 def load_results(results: Path) -> tuple[dict[str, dict], list[str]]:
