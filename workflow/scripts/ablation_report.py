@@ -6,8 +6,11 @@ cell folders, finished or not: every number is computed from the rounds the cell
 Prints Markdown: (1) accuracy/ECE/NLL/Brier at the given label counts, mean ± sd over seeds, and
 the paired (by seed) difference to BADGE; (2) AULC of accuracy over 100..N labels for a few N, from the
 cells that reached N, paired the same way; (3) per-round mechanism diagnostics (α on L; refinement on the
-validation split), mean over seeds. Only seeds that reached a label count enter its cells, and
-every paired difference uses only the seeds both strategies reached (n is printed).
+validation split), mean over seeds; (4) refinement pooled over rounds and seeds: on every refined
+validation point, how often argmax and the refined label are right. Only seeds that reached a label
+count enter its cells, and every paired difference uses only the seeds both strategies reached (n is
+printed). ``--figure out.png [out.pdf]`` draws the diagnostics: α on L per round, and the pooled
+refined-subset accuracies.
 """
 
 from __future__ import annotations
@@ -127,12 +130,77 @@ def diagnostics(df: pd.DataFrame) -> str:
             "oracle-only, for reading):\n\n" + g.reset_index().to_markdown(index=False) + "\n")
 
 
+REFINERS = ["badge-refine", "ask-n-learn-lwcc", "ask-n-learn-vwcc"]
+STOCHASTIC = ["badge-dropout", "badge-vwcc", "ask-n-learn-vwcc"]
+
+
+def refine_pooled(df: pd.DataFrame, val_size: int) -> pd.DataFrame:
+    """Per refine strategy, over every round ≥ 1 and seed: refined validation points, and how
+    many of them argmax and the refined label get right (counts rebuilt from the fractions)."""
+    d = df[df.strategy.isin(REFINERS) & (df["round"] >= 1)].copy()
+    d["refined"] = (d.val_refined_fraction * val_size).round()
+    d = d[d.refined > 0]
+    d["argmax_right"] = d.refined * d.val_refined_argmax_accuracy
+    d["refined_right"] = d.refined * d.val_refined_accuracy
+    g = d.groupby("strategy")
+    out = pd.DataFrame({
+        "rounds": g.size(), "refined points": g.refined.sum().astype(int),
+        "argmax accuracy": g.argmax_right.sum() / g.refined.sum(),
+        "refined accuracy": g.refined_right.sum() / g.refined.sum(),
+        "rounds refined > argmax": g.apply(lambda t: int((t.val_refined_accuracy
+                                                          > t.val_refined_argmax_accuracy).sum()),
+                                           include_groups=False),
+        "rounds refined < argmax": g.apply(lambda t: int((t.val_refined_accuracy
+                                                          < t.val_refined_argmax_accuracy).sum()),
+                                           include_groups=False),
+    })
+    out["net change (points of the split)"] = (
+        (g.refined_right.sum() - g.argmax_right.sum()) / (g.size() * val_size) * 100)
+    return out.reindex([s for s in REFINERS if s in out.index])
+
+
+def figure(df: pd.DataFrame, pooled: pd.DataFrame, outs: list[Path]) -> None:
+    """Left: α (eq. 2) on L per round, mean over seeds (p90 dashed). Right: on the refined
+    validation points pooled over rounds and seeds, the accuracy of argmax and of refinement."""
+    import matplotlib.pyplot as plt
+
+    from asknlearn.plots import PlotConfig, _paper_style, save, style_for
+
+    with _paper_style(PlotConfig()):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.0, 2.3), layout="constrained")
+        for s in [s for s in STOCHASTIC if s in set(df.strategy)]:
+            st = style_for(s)
+            g = df[df.strategy == s].groupby("labels")[["alpha_mean", "alpha_p90"]].mean()
+            a1.plot(g.index, g.alpha_mean, color=st.colour, marker=st.marker, label=st.label)
+            a1.plot(g.index, g.alpha_p90, color=st.colour, linestyle=":", linewidth=0.9)
+        a1.set(xlabel="labels", ylabel="α on the labeled set",
+               title="VWCC's α (eq. 2): mean (solid), 90th percentile (dotted)")
+        a1.legend(frameon=False)
+        x = np.arange(len(pooled))
+        for off, col, name, hatch in [(-0.2, "argmax accuracy", "argmax", ""),
+                                      (0.2, "refined accuracy", "refined", "//")]:
+            bars = a2.bar(x + off, pooled[col] * 100, width=0.38, label=name, hatch=hatch,
+                          color=[style_for(s).colour for s in pooled.index], edgecolor="black",
+                          linewidth=0.5, alpha=0.55 if name == "argmax" else 0.9)
+            a2.bar_label(bars, fmt="%.1f", fontsize=6)
+        a2.set_xticks(x, [f"{style_for(s).label.replace(' (', chr(10) + '(')}\n{n} points" for s, n in
+                          zip(pooled.index, pooled["refined points"], strict=True)])
+        a2.set(ylabel="accuracy on refined points (%)", ylim=(0, 100),
+               title="refinement on the validation split, pooled")
+        a2.legend(frameon=False, loc="upper left")
+        save(fig, outs)
+        plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--labels", type=int, nargs="+", default=[1100, 2100, 5100])
     ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
                     help="upper label counts of the AULC ranges")
+    ap.add_argument("--val-size", type=int, default=1000, help="the cells' val_size")
+    ap.add_argument("--figure", type=Path, nargs="+", default=[],
+                    help="write the diagnostics figure to these paths (.png, .pdf)")
     a = ap.parse_args()
     df = load(a.study)
     reached = df.groupby(["strategy", "seed"]).labels.max().unstack("seed")
@@ -141,6 +209,12 @@ def main() -> int:
     print(at_labels(df, a.labels))
     print(aulc(df, a.aulc_to))
     print(diagnostics(df))
+    pooled = refine_pooled(df, a.val_size)
+    print("**Refinement pooled over rounds 1–10 and seeds** (validation split; a round counts if it "
+          "refined at least one point):\n")
+    print(pooled.round(4).to_markdown() + "\n")
+    if a.figure:
+        figure(df, pooled, a.figure)
     return 0
 
 
