@@ -206,25 +206,23 @@ def vgg16_bn_trunk(in_ch: int = 3, dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+# The built-in models' factories, declared by their entries in asknlearn.names.MODELS (which
+# also holds their input size and default dropout): called as a factory of your own is, with
+# the (C, H, W) shape and the dropout rate, returning (trunk, feature size).
+def mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """The MLP: 3 hidden layers of 256, dropout after every one."""
     c, h, w = shape
     return mlp_trunk(c * h * w, dropout=dropout), 256
 
 
-def _resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+def resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """ResNet-18 (CIFAR variant) with stochastic depth."""
     return ResNet18Trunk(shape[0], dropout), 512
 
 
-def _vgg16(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+def vgg16(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """VGG-16 with batch norm, dropout after every pooling stage."""
     return vgg16_bn_trunk(shape[0], dropout), 512
-
-
-# name -> (trunk factory (shape, dropout) -> (trunk, feature size), input sizes it accepts)
-MODELS: dict[str, tuple] = {
-    "mlp": (_mlp, None),
-    "resnet18": (_resnet18, (32, 32)),
-    "vgg16": (_vgg16, (32, 32)),
-}
 
 
 # ---------------------------------------------------------------------------- your own model
@@ -303,16 +301,17 @@ def factory_takes_dropout(name: str) -> bool:
 
 
 def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
-                   dropout: float | None) -> SplitNet:
-    """Call factory ``name`` with the arguments it takes among ``shape`` (C, H, W),
-    ``num_classes`` and ``dropout`` (only when it takes it), and wrap what it returns:
-    (trunk, feature size) becomes trunk → a new linear head; a module with features/head a
-    :class:`UserNet`. Checked on two zero images: z must be (2, feature size)."""
+                   dropout: float | None, factory: str | None = None) -> SplitNet:
+    """Call the factory of model ``name`` (``factory``, a built-in model's from its entry;
+    None: ``name`` itself, ``"package.module:function"``) with the arguments it takes among
+    ``shape`` (C, H, W), ``num_classes`` and ``dropout`` (only when it takes it), and wrap what
+    it returns: (trunk, feature size) becomes trunk → a new linear head; a module with
+    features/head a :class:`UserNet`. Checked on two zero images: z must be (2, feature size)."""
     import inspect
 
     from asknlearn.errors import ConfigError
 
-    fn = load_factory(name)
+    fn = load_factory(factory or name)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -371,19 +370,21 @@ def check_factory_model(name: str, shape: tuple[int, int, int], num_classes: int
 def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
                 dropout: float | None) -> SplitNet:
     """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
-    ``dropout`` (0: the plain network). ``name`` may name your own factory,
-    ``"package.module:function"`` (see :func:`_build_factory`; ``dropout`` None: the network's
-    own rates)."""
+    ``dropout`` (0: the plain network): a built-in model (its entry in
+    :data:`asknlearn.names.MODELS` names its factory and input size) or your own factory,
+    ``"package.module:function"`` (``dropout`` None: the network's own rates). Both are built
+    the same way (:func:`_build_factory`)."""
     from asknlearn.errors import ConfigError
-    from asknlearn.names import is_model_factory
+    from asknlearn.names import MODELS, is_model_factory
 
     if is_model_factory(name):
         return _build_factory(name, shape, num_classes, dropout)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    factory, hw = MODELS[name]
+    entry = MODELS[name]
+    hw = entry.input_hw
     if hw is not None and tuple(shape[1:]) != hw:
+        fits = [m for m, i in MODELS.items() if i.input_hw in (None, tuple(shape[1:]))]
         raise ConfigError(f"model {name!r} expects {hw[0]}x{hw[1]} images, got "
-                          f"{shape[1]}x{shape[2]}; use 'mlp'")
-    trunk, feat_dim = factory(shape, dropout)
-    return SplitNet(trunk, feat_dim, num_classes, dropout)
+                          f"{shape[1]}x{shape[2]}; valid: {', '.join(fits)}")
+    return _build_factory(name, shape, num_classes, dropout, factory=entry.factory)

@@ -3,14 +3,17 @@
 Config validation, ``asknlearn strategies`` and the Snakefile need to know which names exist and
 a few facts about each (a dataset's shape and defaults, whether a loss needs stochastic
 inferences), but not the code that builds them. Keeping those facts here lets ``snakemake -n``
-and ``asknlearn --help`` run without importing torch. The factories live next to their code
-(:data:`asknlearn.models.MODELS`, :data:`asknlearn.losses.LOSSES`,
-:data:`asknlearn.pseudolabels.PSEUDO_LABELERS`, the loaders in :mod:`asknlearn.data`);
+and ``asknlearn --help`` run without importing torch. The losses, pseudo-labellers and loaders
+live next to their code (:data:`asknlearn.losses.LOSSES`,
+:data:`asknlearn.pseudolabels.PSEUDO_LABELERS`, :data:`asknlearn.data.LOADERS`);
 ``tests/test_config.py`` checks that both sides name the same things.
 
 Adding a dataset is one :class:`DatasetInfo` entry here: its loader kind (how
-:mod:`asknlearn.data` reads it), files, normalization, augmentation defaults, protocol defaults
-and the hint printed when its files are missing. Nothing elsewhere branches on its name.
+:mod:`asknlearn.data` reads it), files, split sizes, normalization, augmentation defaults,
+protocol defaults and the hint printed when its files are missing. Adding a model is one
+:class:`ModelInfo` entry here: its factory, named as ``"package.module:function"`` and imported
+only to build a network, its input size and default dropout rate. Nothing elsewhere branches
+on either name.
 """
 
 from __future__ import annotations
@@ -140,9 +143,18 @@ def dataset_info(name: str, custom: dict[str, Any] | None = None) -> DatasetInfo
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """``input_hw``: the image size the network needs (None: any); ``dropout``: the rate of
-    its stochastic layers when ``dropout`` is not set."""
+    """A built-in model, declared by this one entry.
 
+    ``factory``: its code, ``"package.module:function"``, imported only when a network is built
+    (so this table stays torch-free). It is called as a factory of your own is (docs/api.md):
+    with the keyword arguments it takes among ``shape`` (C, H, W), ``num_classes`` and
+    ``dropout``, returning (trunk, feature size) or a module with ``features``/``head``.
+    ``input_hw``: the image size the network needs (None: any; checked when a config is
+    resolved, before anything is built); ``dropout``: the rate of its stochastic layers when
+    ``dropout`` is not set (its factory must take ``dropout``).
+    """
+
+    factory: str
     input_hw: tuple[int, int] | None
     dropout: float
 
@@ -152,9 +164,9 @@ class ModelInfo:
 # with probability 0.5), as Seo et al. (2019) use; VGG-16: not tuned here (no CIFAR/SVHN data on
 # our machines), a common MC-dropout rate.
 MODELS: dict[str, ModelInfo] = {
-    "mlp": ModelInfo(None, 0.5),
-    "resnet18": ModelInfo((32, 32), 0.5),
-    "vgg16": ModelInfo((32, 32), 0.3),
+    "mlp": ModelInfo("asknlearn.models:mlp", None, 0.5),
+    "resnet18": ModelInfo("asknlearn.models:resnet18", (32, 32), 0.5),
+    "vgg16": ModelInfo("asknlearn.models:vgg16", (32, 32), 0.3),
 }
 DEFAULT_DROPOUT = {name: m.dropout for name, m in MODELS.items()}
 
