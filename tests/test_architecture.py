@@ -84,3 +84,39 @@ def test_built_in_models_are_the_networks_they_were():
     assert str(via_entry) == str(direct)
     a, b = via_entry.state_dict(), direct.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------- shared distances
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocked_nearest_distances_are_the_brute_force_minimum(dtype):
+    from asknlearn.kmeanspp import nearest_sq_dists, sq_norms
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1003, 24, generator=g, dtype=dtype)
+    centres = torch.randn(37, 24, generator=g, dtype=dtype)
+    x[5] = centres[3]  # a point on a centre: distance 0 up to rounding, never negative
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    brute = torch.cdist(x.double(), centres.double()).square()
+    for block in (1, 64, 1003, 4096):  # 64 does not divide 1003
+        mind, assign = nearest_sq_dists(x, centres, sq_norms(x, chunk=100), sq_norms(centres), block)
+        assert mind.dtype == torch.float64 and (mind >= 0).all() and mind[5] <= tol
+        torch.testing.assert_close(mind, brute.min(1).values, rtol=tol, atol=tol)
+        assert torch.equal(assign, brute.argmin(1))
+    empty = nearest_sq_dists(x, centres[:0], sq_norms(x), sq_norms(centres[:0]), 64)
+    assert torch.isinf(empty[0]).all() and not empty[1].any()
+
+
+def test_adding_a_centre_lowers_distances_to_the_brute_force_minimum():
+    from asknlearn.kmeanspp import add_centre, sq_norms
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(501, 8, generator=g, dtype=torch.float64)
+    xn = sq_norms(x, chunk=64)
+    assert torch.equal(xn, sq_norms(x, chunk=501)) and torch.allclose(xn, (x * x).sum(1))
+    d2 = torch.full((501,), float("inf"), dtype=torch.float64)
+    for c in (7, 300, 42):
+        ci = torch.tensor([c])
+        add_centre(d2, xn, (x @ x[c]).double(), ci)
+    brute = torch.cdist(x, x[[7, 300, 42]]).square().min(1).values
+    torch.testing.assert_close(d2, brute, rtol=1e-10, atol=1e-10)
+    assert d2[[7, 300, 42]].eq(0).all()
