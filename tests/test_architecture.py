@@ -120,3 +120,12 @@ def test_adding_a_centre_lowers_distances_to_the_brute_force_minimum():
     brute = torch.cdist(x, x[[7, 300, 42]]).square().min(1).values
     torch.testing.assert_close(d2, brute, rtol=1e-10, atol=1e-10)
     assert d2[[7, 300, 42]].eq(0).all()
+
+
+def test_results_reads_the_row_schema_records_declares():
+    from asknlearn import records, results
+
+    assert list(records.REQUIRED_COLUMNS) == results.REQUIRED_COLUMNS
+    assert list(records.RELIABILITY_COLUMNS) == results.RELIABILITY_COLUMNS
+    assert list(records.CELL_KEYS) == results.CELL_KEYS
+    assert results.RELIABILITY_FILE == records.RELIABILITY_FILE
