@@ -72,11 +72,13 @@ class DatasetInfo:
     query_size: int = 1000
     budget: int = 10000
     hint: str = ""  # appended to the "could not be read" message; {root} is the data root
-    # your own data (loader "npz", "pt" or "imagefolder"): the file or folder, how its images
-    # are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree) and the split sizes
+    # (train pool, test set) sizes, known without reading the data (`asknlearn estimate`);
+    # your own data's are read from its file when its definition is checked
+    sizes: tuple[int, int] = (0, 0)
+    # your own data (loader "npz", "pt" or "imagefolder"): the file or folder and how its
+    # images are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree)
     path: str | None = None
     layout: str | None = None
-    sizes: tuple[int, int] = (0, 0)
 
 
 def _family(name: str) -> dict:
@@ -86,23 +88,24 @@ def _family(name: str) -> dict:
 
 DATASETS: dict[str, DatasetInfo] = {
     # 8x8 images: a 1-pixel shift is the MNIST family's 2 pixels at this scale; the pool of
-    # 1300 fits 20 + 8 rounds of 20 (the quickstart's protocol)
+    # 1300 (1,797 images, 497 held out as the test set) fits 20 + 8 rounds of 20 (the
+    # quickstart's protocol)
     "digits": DatasetInfo(
         "digits", shape=(1, 8, 8), num_classes=10, default_model="mlp", expected_files=(),
         mean=(0.0,), std=(1.0,), loader="digits", **{**_family("mnist"), "aug_shift": 1},
-        seed_size=20, query_size=20, budget=160,
+        seed_size=20, query_size=20, budget=160, sizes=(1300, 497),
     ),
     "mnist": DatasetInfo(
         "mnist", shape=(1, 28, 28), num_classes=10, default_model="mlp",
         expected_files=tuple(f"MNIST/raw/{f}[.gz]" for f in _MNIST_FILES),
         mean=(0.1307,), std=(0.3081,), loader="idx", source="MNIST", raw_dir="MNIST/raw",
-        **_family("mnist"),
+        **_family("mnist"), sizes=(60000, 10000),
     ),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", shape=(1, 28, 28), num_classes=10, default_model="mlp",
         expected_files=tuple(f"FashionMNIST/raw/{f}[.gz]" for f in _MNIST_FILES),
         mean=(0.2860,), std=(0.3530,), loader="idx", source="FashionMNIST",
-        raw_dir="FashionMNIST/raw", **_family("mnist"),
+        raw_dir="FashionMNIST/raw", **_family("mnist"), sizes=(60000, 10000),
         hint="The canonical .gz files can be linked in: mkdir -p {root}/FashionMNIST/raw && "
              "ln -s /path/to/FashionMNIST/raw/*.gz {root}/FashionMNIST/raw/",
     ),
@@ -115,12 +118,13 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), loader="cifar",
         source="CIFAR10", **_family("cifar"), query_size=5000, budget=25000,
+        sizes=(50000, 10000),
     ),
     "svhn": DatasetInfo(
         "svhn", shape=(3, 32, 32), num_classes=10, default_model="vgg16",
         expected_files=("train_32x32.mat", "test_32x32.mat"),
         mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), loader="svhn",
-        source="SVHN", **_family("svhn"),
+        source="SVHN", **_family("svhn"), sizes=(73257, 26032),
     ),
 }
 
