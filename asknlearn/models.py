@@ -95,14 +95,13 @@ def has_stochastic_layers(model: nn.Module) -> bool:
 
 
 class SplitNet(nn.Module):
-    """trunk (with its stochastic layers) → head. ``forward`` returns logits; ``features``
-    returns z, the input of the last layer (eq. 4)."""
+    """trunk (with its stochastic layers, which carry their rates) → head. ``forward`` returns
+    logits; ``features`` returns z, the input of the last layer (eq. 4)."""
 
-    def __init__(self, trunk: nn.Module, feat_dim: int, num_classes: int, dropout: float):
+    def __init__(self, trunk: nn.Module, feat_dim: int, num_classes: int):
         super().__init__()
         self.trunk = trunk
         self.feat_dim = feat_dim
-        self.dropout_p = dropout
         self.head = nn.Linear(feat_dim, num_classes)
 
     @property
@@ -242,7 +241,7 @@ class UserNet(SplitNet):
     :class:`SplitNet`: trunk = ``features``, head = the module's own ``head`` (shared, not
     copied), so eq. 4, VWCC and every selector run on it unchanged."""
 
-    def __init__(self, net: nn.Module, dropout: float | None = None):
+    def __init__(self, net: nn.Module):
         nn.Module.__init__(self)
         head = getattr(net, "head", None)
         if not callable(getattr(net, "features", None)) or not isinstance(head, nn.Linear):
@@ -254,7 +253,6 @@ class UserNet(SplitNet):
                 "with features/head, or a factory returning (trunk, feature size)")
         self.trunk = _FeaturesTrunk(net)
         self.feat_dim = head.in_features
-        self.dropout_p = dropout
         self.head = head
 
 
@@ -265,9 +263,9 @@ def as_split_net(model: nn.Module) -> SplitNet:
 
 
 def load_factory(name: str):
-    """The callable that model name ``"package.module:function"`` names, imported now. Only
-    ever called for a config the user passes (never for one read back from a results folder:
-    resuming compares identities, it does not resolve stored configs)."""
+    """The callable that ``"package.module:function"`` names, imported now: a built-in model
+    entry's factory, or one a config the user passes names (never one read back from a
+    results folder: resuming compares identities, it does not resolve stored configs)."""
     import importlib
 
     from asknlearn.errors import ConfigError
@@ -323,9 +321,9 @@ def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
     out = fn(**kwargs)
     if (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
             and isinstance(out[1], int) and not isinstance(out[1], bool)):
-        net: SplitNet = SplitNet(out[0], out[1], num_classes, dropout or 0.0)
+        net: SplitNet = SplitNet(out[0], out[1], num_classes)
     elif isinstance(out, nn.Module) and hasattr(out, "features") and hasattr(out, "head"):
-        net = UserNet(out, dropout)
+        net = UserNet(out)
         if net.head.out_features != num_classes:
             raise ConfigError(f"model={name!r}: its head has {net.head.out_features} outputs but "
                               f"the dataset has {num_classes} classes; valid: a head of "
