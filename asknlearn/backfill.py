@@ -19,15 +19,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from asknlearn.errors import ConfigError
-from asknlearn.records import CONFIG_FILE, ROUNDS_FILE
+from asknlearn.records import CONFIG_FILE, find_cells, read_cell
+
+# find_cells and read_cell are the cell folder's own (records); the CLI takes them from here
+__all__ = ["FIGURE_SUFFIXES", "STUDY_TABLES", "CellOutcome", "StudyOutcome", "backfill_cell",
+           "find_cells", "is_study_dir", "log_study", "read_cell", "study_files", "study_name"]
 
 # what a study folder's parent run carries: tables at its root, figures under figures/
 STUDY_TABLES = ("rounds.csv", "reliability.csv", "summary.csv", "summary.md")
 FIGURE_SUFFIXES = (".png", ".pdf")
-_REQUIRED = ("study", "dataset", "strategy", "seed", "noise", "budget", "query_size")
 
 
 @dataclass
@@ -52,47 +53,6 @@ class CellOutcome:
         if self.finished_now:
             what.append("marked FINISHED")
         return f"{self.cell}: {', '.join(what) or 'up to date'} (run {self.run_id})"
-
-
-def find_cells(paths: list[str]) -> list[Path]:
-    """Cell folders (holding rounds.csv and config.yaml) at or below each of ``paths``."""
-    cells: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if not p.exists():
-            raise ConfigError(f"run folder {raw!r} does not exist; valid: a cell folder holding "
-                              f"{ROUNDS_FILE} and {CONFIG_FILE}, or a folder above such cells")
-        # a study folder holds a tidy rounds.csv but no config.yaml: its cells are below it
-        found = [p] if (p / ROUNDS_FILE).is_file() and (p / CONFIG_FILE).is_file() else sorted(
-            f.parent for f in p.rglob(ROUNDS_FILE) if (f.parent / CONFIG_FILE).is_file())
-        if not found:
-            raise ConfigError(f"run folder {raw!r} holds no cell ({ROUNDS_FILE} next to {CONFIG_FILE}); "
-                              "valid: a cell folder written by `asknlearn run`, or a folder above such cells")
-        cells += [c for c in found if c not in cells]
-    return cells
-
-
-def read_cell(cell_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The resolved config and the per-round rows of one cell folder."""
-    import pandas as pd
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((cell_dir / CONFIG_FILE).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(cell_dir / CONFIG_FILE)!r} is not valid YAML: {exc}") from None
-    missing = [k for k in _REQUIRED if not isinstance(cfg, dict) or k not in cfg]
-    if missing:
-        raise ConfigError(f"{str(cell_dir / CONFIG_FILE)!r} lacks {', '.join(missing)}; "
-                          "valid: the config.yaml that `asknlearn run` writes")
-    try:
-        table = pd.read_csv(cell_dir / ROUNDS_FILE)
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
-    if len(table) and not {"round", "labels"} <= set(table.columns):
-        raise ConfigError(f"{str(cell_dir / ROUNDS_FILE)!r} has no round/labels columns; "
-                          "valid: the rounds.csv that `asknlearn run` writes")
-    return cfg, table.to_dict("records")
 
 
 def backfill_cell(client, cell_dir: Path, experiment: str | None = None,

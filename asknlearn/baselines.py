@@ -67,13 +67,11 @@ def _field(pool: Pool, name: str) -> torch.Tensor:
     return value.detach()
 
 
-def _sq_norms(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Row sums of squares in float64, a chunk at a time (the pool is never copied whole)."""
-    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    for s in range(0, len(x), chunk):
-        xs = x[s : s + chunk].double()
-        out[s : s + chunk] = (xs * xs).sum(1)
-    return out
+def _sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Row sums of exact squares (float64), 4096 rows at a time (:func:`asknlearn.kmeanspp.sq_norms`)."""
+    from asknlearn.kmeanspp import sq_norms
+
+    return sq_norms(x, chunk=4096, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------- margin
@@ -218,6 +216,8 @@ def k_center_greedy(
     points not taken. A ``stats`` dict receives ``rows_read`` (feature rows read in the
     updates; N per step without pruning).
     """
+    from asknlearn.kmeanspp import nearest_sq_dists
+
     n, d = x.shape
     _check_b(b, n)
     if centres is None:
@@ -235,12 +235,7 @@ def k_center_greedy(
     centres = centres.to(device=x.device, dtype=x.dtype)
     xn = _sq_norms(x)
     cn = _sq_norms(centres)
-    mind = torch.full((n,), float("inf"), dtype=torch.float64, device=x.device)
-    assign = torch.zeros(n, dtype=torch.long, device=x.device)
-    for s in range(0, n if len(centres) else 0, block):
-        dots = (x[s : s + block] @ centres.T).double()
-        d2 = (xn[s : s + block, None] + cn).sub_(dots, alpha=2.0).clamp_min_(0.0)
-        mind[s : s + block], assign[s : s + block] = d2.min(1)
+    mind, assign = nearest_sq_dists(x, centres, xn, cn, block)
     if prune:
         picks, best = _k_center_pruned(x, centres, b, generator, xn, cn, mind, assign, stats)
     else:
@@ -264,6 +259,8 @@ def _first_pick(n: int, m: int, generator: torch.Generator) -> int | None:
 def _k_center_full(x, m, b, generator, xn, mind, stats) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over the pool per new centre; on a GPU no host synchronization in the loop.
     Returns the picks and the distance of each at the time it was taken (CPU)."""
+    from asknlearn.kmeanspp import add_centre
+
     n, dev = len(x), x.device
     picks = torch.empty(b, dtype=torch.long, device=dev)
     best = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
@@ -277,10 +274,7 @@ def _k_center_full(x, m, b, generator, xn, mind, stats) -> tuple[torch.Tensor, t
         picks[t] = c
         if t == b - 1:
             break
-        dots = (x @ x.index_select(0, c).squeeze(0)).double()
-        dist = (xn + xn.index_select(0, c)).sub_(dots, alpha=2.0).clamp_min_(0.0)
-        torch.minimum(mind, dist, out=mind)
-        mind.index_fill_(0, c, 0.0)
+        add_centre(mind, xn, (x @ x.index_select(0, c).squeeze(0)).double(), c)
         stats["rows_read"] += n
     return picks.cpu(), best.cpu()
 

@@ -49,14 +49,6 @@ EPOCHS_PER_ROUND_DEFAULT = 30
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "config" / "config.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-# (train pool, test set) sizes, so nothing has to be on disk; digits: 1,797 images, 497 held out
-SPLIT_SIZES: dict[str, tuple[int, int]] = {
-    "digits": (1300, 497),
-    "mnist": (60000, 10000),
-    "fashion_mnist": (60000, 10000),
-    "cifar10": (50000, 10000),
-    "svhn": (73257, 26032),
-}
 
 
 # ---------------------------------------------------------------------------- the config
@@ -89,6 +81,19 @@ def validate_workflow_config(cfg: dict) -> None:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"config does not match {SCHEMA.name}: "
                           f"{first[1] if len(first) > 1 else first[0]}") from None
+
+
+def split_sizes(cell) -> tuple[int, int]:
+    """(train pool, test set) sizes of the resolved cell's dataset, from its entry (your own
+    data: read from its file when the cell was resolved), so nothing is loaded."""
+    from asknlearn.names import dataset_info
+
+    n_pool, n_test = dataset_info(cell.dataset, cell.custom_datasets).sizes
+    if n_pool < 1 or n_test < 1:
+        raise ConfigError(f"dataset {cell.dataset!r} declares no split sizes, so its cost cannot "
+                          "be estimated; valid: a DatasetInfo entry with sizes=(train pool, test "
+                          "set) in asknlearn/names.py")
+    return n_pool, n_test
 
 
 def study_cells(cfg: dict) -> list[tuple[Any, int]]:
@@ -179,14 +184,22 @@ class RateMeter:
     def __init__(self, device: torch.device, steps: int = 5, warmup: int = 2):
         self.device, self.steps, self.warmup = device, steps, warmup
         self._cache: dict[tuple, Any] = {}
+        self._feat: dict[tuple, int] = {}
 
     def _model(self, cfg):
         from asknlearn.data import dataset_info
         from asknlearn.models import build_model
 
-        info = dataset_info(cfg.dataset)
+        info = dataset_info(cfg.dataset, cfg.custom_datasets)
         torch.manual_seed(0)
         return build_model(cfg.model, info.shape, info.num_classes, cfg.dropout).to(self.device), info
+
+    def _feat_dim(self, cfg) -> int:
+        """The size of the features z of the cell's network (what k-means++ reads)."""
+        key = (cfg.dataset, cfg.model)
+        if key not in self._feat:
+            self._feat[key] = self._model(cfg)[0].feat_dim
+        return self._feat[key]
 
     def train_rate(self, cfg) -> float:
         from asknlearn.accel import TrainStep, configure, to_channels_last
@@ -235,7 +248,7 @@ class RateMeter:
 
         if "features" not in SELECTORS[cfg.spec.selector].needs:
             return 0.0, pool
-        feat = 256 if cfg.model == "mlp" else 512
+        feat = self._feat_dim(cfg)
         cap_n, cap_b = (pool, cfg.query_size) if self.device.type == "cuda" else (5000, 100)
         n, b = min(pool, cap_n), min(cfg.query_size, cap_b, pool)
         key = ("select", feat, n, b)
@@ -274,7 +287,7 @@ def estimate_study(cfg: dict, meter: RateMeter, slots: int, epochs_per_round: fl
     durations: list[float] = []
     rounds = 0
     for cell, count in study_cells(cfg):
-        n_pool, n_test = SPLIT_SIZES[cell.dataset]
+        n_pool, n_test = split_sizes(cell)
         from asknlearn.config import check_pool_size
 
         check_pool_size(cell, n_pool)

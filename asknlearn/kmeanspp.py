@@ -108,14 +108,49 @@ def _fill_duplicates(picks: list[int], n: int, b: int, generator: torch.Generato
     return torch.tensor(picks + extra.tolist(), dtype=torch.long)
 
 
-def _sq_norms(x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Row sums of squares accumulated in float64, in chunks: the squares live in ``x``'s
-    dtype one chunk at a time, so the pool is never copied whole."""
+# ---------------------------------------------------------------------------- distances
+# Squared distances from norms and dot products, ‖x‖² + ‖c‖² − 2⟨x, c⟩ (dot products in the
+# input dtype, the rest in float64): shared by the k-means++ seeding here and the greedy
+# k-center of asknlearn.baselines, so both round the same way.
+def sq_norms(x: torch.Tensor, chunk: int = 2048, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Row sums of squares accumulated in float64, ``chunk`` rows at a time, so the pool is
+    never copied whole. The squares are taken in ``dtype`` (None: ``x``'s own; float64 makes
+    them exact for float32 rows)."""
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     for s in range(0, len(x), chunk):
-        xs = x[s : s + chunk]
+        xs = x[s : s + chunk] if dtype is None else x[s : s + chunk].to(dtype)
         out[s : s + chunk] = (xs * xs).sum(1, dtype=torch.float64)
     return out
+
+
+def _sq_dists(xn: torch.Tensor, cn: torch.Tensor, dots: torch.Tensor) -> torch.Tensor:
+    """‖x‖² + ‖c‖² − 2⟨x, c⟩ from float64 norms (broadcast) and float64 dot products,
+    clamped at 0 (rounding can make it slightly negative)."""
+    return (xn + cn).sub_(dots, alpha=2.0).clamp_min_(0.0)
+
+
+def nearest_sq_dists(x: torch.Tensor, centres: torch.Tensor, xn: torch.Tensor, cn: torch.Tensor,
+                     block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(squared distance of each row of ``x`` to its nearest row of ``centres``, the index of
+    that centre), ``block`` rows of ``x`` at a time against all centres (never an N × M matrix
+    at once); ``xn``/``cn`` are their :func:`sq_norms`. Without centres: inf and 0."""
+    n = len(x)
+    mind = torch.full((n,), float("inf"), dtype=torch.float64, device=x.device)
+    assign = torch.zeros(n, dtype=torch.long, device=x.device)
+    for s in range(0, n if len(centres) else 0, block):
+        dots = (x[s : s + block] @ centres.T).double()
+        mind[s : s + block], assign[s : s + block] = _sq_dists(xn[s : s + block, None], cn,
+                                                               dots).min(1)
+    return mind, assign
+
+
+def add_centre(d2: torch.Tensor, xn: torch.Tensor, dots: torch.Tensor, c: torch.Tensor) -> None:
+    """One more centre, row ``c`` (a (1,) index tensor) of the pool: ``d2``, each point's
+    squared distance to its nearest centre, becomes min(d2, its distance to c) in place, and
+    d2[c] = 0. ``xn``: the pool's :func:`sq_norms`; ``dots``: ⟨x, x_c⟩ for every point
+    (float64). Everything stays on the device: no host synchronization."""
+    torch.minimum(d2, _sq_dists(xn, xn.index_select(0, c), dots), out=d2)
+    d2.index_fill_(0, c, 0.0)
 
 
 class _one_thread:
@@ -173,15 +208,15 @@ def kmeanspp_factored(
     r = _uniforms(b, generator)
     if prune:
         with _one_thread():
-            zn = _sq_norms(z)
-            gn = _sq_norms(u) * zn  # ||g||² = ||u||²·||z||²
+            zn = sq_norms(z)
+            gn = sq_norms(u) * zn  # ||g||² = ||u||²·||z||²
             c = int(torch.argmax(gn))
             if b == 1:
                 return torch.tensor([c])
             return _seed_pruned(u.contiguous(), z.contiguous(), b, generator, r, zn.numpy(),
                                 gn.numpy(), c, stats)
-    zn = _sq_norms(z)
-    gn = _sq_norms(u) * zn
+    zn = sq_norms(z)
+    gn = sq_norms(u) * zn
     c = torch.argmax(gn)
     if b == 1:
         return c.view(1).cpu()
@@ -203,10 +238,8 @@ def _seed_full_pass(u, z, b, generator, r, gn, c) -> torch.Tensor:
     for t in range(b - 1):
         ci = c.view(1)
         dots = (u @ u.index_select(0, ci).squeeze(0)).double()
-        dots *= (z @ z.index_select(0, ci).squeeze(0)).double()
-        dist = (gn + gn.index_select(0, ci)).sub_(dots, alpha=2.0).clamp_min_(0.0)
-        torch.minimum(d2[:n], dist, out=d2[:n])
-        d2.index_fill_(0, ci, 0.0)
+        dots *= (z @ z.index_select(0, ci).squeeze(0)).double()  # ⟨g, g_c⟩ (eq. 4 factored)
+        add_centre(d2[:n], gn, dots, ci)
         if on_cpu:  # the same draw as the pruned path and the dense reference, bit for bit
             i = _draw_np(d2.numpy(), float(r[t]))
             if i is None:

@@ -95,14 +95,13 @@ def has_stochastic_layers(model: nn.Module) -> bool:
 
 
 class SplitNet(nn.Module):
-    """trunk (with its stochastic layers) → head. ``forward`` returns logits; ``features``
-    returns z, the input of the last layer (eq. 4)."""
+    """trunk (with its stochastic layers, which carry their rates) → head. ``forward`` returns
+    logits; ``features`` returns z, the input of the last layer (eq. 4)."""
 
-    def __init__(self, trunk: nn.Module, feat_dim: int, num_classes: int, dropout: float):
+    def __init__(self, trunk: nn.Module, feat_dim: int, num_classes: int):
         super().__init__()
         self.trunk = trunk
         self.feat_dim = feat_dim
-        self.dropout_p = dropout
         self.head = nn.Linear(feat_dim, num_classes)
 
     @property
@@ -206,25 +205,23 @@ def vgg16_bn_trunk(in_ch: int = 3, dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+# The built-in models' factories, declared by their entries in asknlearn.names.MODELS (which
+# also holds their input size and default dropout): called as a factory of your own is, with
+# the (C, H, W) shape and the dropout rate, returning (trunk, feature size).
+def mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """The MLP: 3 hidden layers of 256, dropout after every one."""
     c, h, w = shape
     return mlp_trunk(c * h * w, dropout=dropout), 256
 
 
-def _resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+def resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """ResNet-18 (CIFAR variant) with stochastic depth."""
     return ResNet18Trunk(shape[0], dropout), 512
 
 
-def _vgg16(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+def vgg16(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """VGG-16 with batch norm, dropout after every pooling stage."""
     return vgg16_bn_trunk(shape[0], dropout), 512
-
-
-# name -> (trunk factory (shape, dropout) -> (trunk, feature size), input sizes it accepts)
-MODELS: dict[str, tuple] = {
-    "mlp": (_mlp, None),
-    "resnet18": (_resnet18, (32, 32)),
-    "vgg16": (_vgg16, (32, 32)),
-}
 
 
 # ---------------------------------------------------------------------------- your own model
@@ -244,7 +241,7 @@ class UserNet(SplitNet):
     :class:`SplitNet`: trunk = ``features``, head = the module's own ``head`` (shared, not
     copied), so eq. 4, VWCC and every selector run on it unchanged."""
 
-    def __init__(self, net: nn.Module, dropout: float | None = None):
+    def __init__(self, net: nn.Module):
         nn.Module.__init__(self)
         head = getattr(net, "head", None)
         if not callable(getattr(net, "features", None)) or not isinstance(head, nn.Linear):
@@ -256,7 +253,6 @@ class UserNet(SplitNet):
                 "with features/head, or a factory returning (trunk, feature size)")
         self.trunk = _FeaturesTrunk(net)
         self.feat_dim = head.in_features
-        self.dropout_p = dropout
         self.head = head
 
 
@@ -267,9 +263,9 @@ def as_split_net(model: nn.Module) -> SplitNet:
 
 
 def load_factory(name: str):
-    """The callable that model name ``"package.module:function"`` names, imported now. Only
-    ever called for a config the user passes (never for one read back from a results folder:
-    resuming compares identities, it does not resolve stored configs)."""
+    """The callable that ``"package.module:function"`` names, imported now: a built-in model
+    entry's factory, or one a config the user passes names (never one read back from a
+    results folder: resuming compares identities, it does not resolve stored configs)."""
     import importlib
 
     from asknlearn.errors import ConfigError
@@ -303,16 +299,17 @@ def factory_takes_dropout(name: str) -> bool:
 
 
 def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
-                   dropout: float | None) -> SplitNet:
-    """Call factory ``name`` with the arguments it takes among ``shape`` (C, H, W),
-    ``num_classes`` and ``dropout`` (only when it takes it), and wrap what it returns:
-    (trunk, feature size) becomes trunk → a new linear head; a module with features/head a
-    :class:`UserNet`. Checked on two zero images: z must be (2, feature size)."""
+                   dropout: float | None, factory: str | None = None) -> SplitNet:
+    """Call the factory of model ``name`` (``factory``, a built-in model's from its entry;
+    None: ``name`` itself, ``"package.module:function"``) with the arguments it takes among
+    ``shape`` (C, H, W), ``num_classes`` and ``dropout`` (only when it takes it), and wrap what
+    it returns: (trunk, feature size) becomes trunk → a new linear head; a module with
+    features/head a :class:`UserNet`. Checked on two zero images: z must be (2, feature size)."""
     import inspect
 
     from asknlearn.errors import ConfigError
 
-    fn = load_factory(name)
+    fn = load_factory(factory or name)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -324,9 +321,9 @@ def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
     out = fn(**kwargs)
     if (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
             and isinstance(out[1], int) and not isinstance(out[1], bool)):
-        net: SplitNet = SplitNet(out[0], out[1], num_classes, dropout or 0.0)
+        net: SplitNet = SplitNet(out[0], out[1], num_classes)
     elif isinstance(out, nn.Module) and hasattr(out, "features") and hasattr(out, "head"):
-        net = UserNet(out, dropout)
+        net = UserNet(out)
         if net.head.out_features != num_classes:
             raise ConfigError(f"model={name!r}: its head has {net.head.out_features} outputs but "
                               f"the dataset has {num_classes} classes; valid: a head of "
@@ -371,19 +368,21 @@ def check_factory_model(name: str, shape: tuple[int, int, int], num_classes: int
 def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
                 dropout: float | None) -> SplitNet:
     """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
-    ``dropout`` (0: the plain network). ``name`` may name your own factory,
-    ``"package.module:function"`` (see :func:`_build_factory`; ``dropout`` None: the network's
-    own rates)."""
+    ``dropout`` (0: the plain network): a built-in model (its entry in
+    :data:`asknlearn.names.MODELS` names its factory and input size) or your own factory,
+    ``"package.module:function"`` (``dropout`` None: the network's own rates). Both are built
+    the same way (:func:`_build_factory`)."""
     from asknlearn.errors import ConfigError
-    from asknlearn.names import is_model_factory
+    from asknlearn.names import MODELS, is_model_factory
 
     if is_model_factory(name):
         return _build_factory(name, shape, num_classes, dropout)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    factory, hw = MODELS[name]
+    entry = MODELS[name]
+    hw = entry.input_hw
     if hw is not None and tuple(shape[1:]) != hw:
+        fits = [m for m, i in MODELS.items() if i.input_hw in (None, tuple(shape[1:]))]
         raise ConfigError(f"model {name!r} expects {hw[0]}x{hw[1]} images, got "
-                          f"{shape[1]}x{shape[2]}; use 'mlp'")
-    trunk, feat_dim = factory(shape, dropout)
-    return SplitNet(trunk, feat_dim, num_classes, dropout)
+                          f"{shape[1]}x{shape[2]}; valid: {', '.join(fits)}")
+    return _build_factory(name, shape, num_classes, dropout, factory=entry.factory)

@@ -3,14 +3,17 @@
 Config validation, ``asknlearn strategies`` and the Snakefile need to know which names exist and
 a few facts about each (a dataset's shape and defaults, whether a loss needs stochastic
 inferences), but not the code that builds them. Keeping those facts here lets ``snakemake -n``
-and ``asknlearn --help`` run without importing torch. The factories live next to their code
-(:data:`asknlearn.models.MODELS`, :data:`asknlearn.losses.LOSSES`,
-:data:`asknlearn.pseudolabels.PSEUDO_LABELERS`, the loaders in :mod:`asknlearn.data`);
+and ``asknlearn --help`` run without importing torch. The losses, pseudo-labellers and loaders
+live next to their code (:data:`asknlearn.losses.LOSSES`,
+:data:`asknlearn.pseudolabels.PSEUDO_LABELERS`, :data:`asknlearn.data.LOADERS`);
 ``tests/test_config.py`` checks that both sides name the same things.
 
 Adding a dataset is one :class:`DatasetInfo` entry here: its loader kind (how
-:mod:`asknlearn.data` reads it), files, normalization, augmentation defaults, protocol defaults
-and the hint printed when its files are missing. Nothing elsewhere branches on its name.
+:mod:`asknlearn.data` reads it), files, split sizes, normalization, augmentation defaults,
+protocol defaults and the hint printed when its files are missing. Adding a model is one
+:class:`ModelInfo` entry here: its factory, named as ``"package.module:function"`` and imported
+only to build a network, its input size and default dropout rate. Nothing elsewhere branches
+on either name.
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ class DatasetInfo:
     query_size: int = 1000
     budget: int = 10000
     hint: str = ""  # appended to the "could not be read" message; {root} is the data root
-    # your own data (loader "npz", "pt" or "imagefolder"): the file or folder, how its images
-    # are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree) and the split sizes
+    # (train pool, test set) sizes, known without reading the data (`asknlearn estimate`);
+    # your own data's are read from its file when its definition is checked
+    sizes: tuple[int, int] = (0, 0)
+    # your own data (loader "npz", "pt" or "imagefolder"): the file or folder and how its
+    # images are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree)
     path: str | None = None
     layout: str | None = None
-    sizes: tuple[int, int] = (0, 0)
 
 
 def _family(name: str) -> dict:
@@ -83,23 +88,24 @@ def _family(name: str) -> dict:
 
 DATASETS: dict[str, DatasetInfo] = {
     # 8x8 images: a 1-pixel shift is the MNIST family's 2 pixels at this scale; the pool of
-    # 1300 fits 20 + 8 rounds of 20 (the quickstart's protocol)
+    # 1300 (1,797 images, 497 held out as the test set) fits 20 + 8 rounds of 20 (the
+    # quickstart's protocol)
     "digits": DatasetInfo(
         "digits", shape=(1, 8, 8), num_classes=10, default_model="mlp", expected_files=(),
         mean=(0.0,), std=(1.0,), loader="digits", **{**_family("mnist"), "aug_shift": 1},
-        seed_size=20, query_size=20, budget=160,
+        seed_size=20, query_size=20, budget=160, sizes=(1300, 497),
     ),
     "mnist": DatasetInfo(
         "mnist", shape=(1, 28, 28), num_classes=10, default_model="mlp",
         expected_files=tuple(f"MNIST/raw/{f}[.gz]" for f in _MNIST_FILES),
         mean=(0.1307,), std=(0.3081,), loader="idx", source="MNIST", raw_dir="MNIST/raw",
-        **_family("mnist"),
+        **_family("mnist"), sizes=(60000, 10000),
     ),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", shape=(1, 28, 28), num_classes=10, default_model="mlp",
         expected_files=tuple(f"FashionMNIST/raw/{f}[.gz]" for f in _MNIST_FILES),
         mean=(0.2860,), std=(0.3530,), loader="idx", source="FashionMNIST",
-        raw_dir="FashionMNIST/raw", **_family("mnist"),
+        raw_dir="FashionMNIST/raw", **_family("mnist"), sizes=(60000, 10000),
         hint="The canonical .gz files can be linked in: mkdir -p {root}/FashionMNIST/raw && "
              "ln -s /path/to/FashionMNIST/raw/*.gz {root}/FashionMNIST/raw/",
     ),
@@ -112,12 +118,13 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), loader="cifar",
         source="CIFAR10", **_family("cifar"), query_size=5000, budget=25000,
+        sizes=(50000, 10000),
     ),
     "svhn": DatasetInfo(
         "svhn", shape=(3, 32, 32), num_classes=10, default_model="vgg16",
         expected_files=("train_32x32.mat", "test_32x32.mat"),
         mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), loader="svhn",
-        source="SVHN", **_family("svhn"),
+        source="SVHN", **_family("svhn"), sizes=(73257, 26032),
     ),
 }
 
@@ -140,9 +147,18 @@ def dataset_info(name: str, custom: dict[str, Any] | None = None) -> DatasetInfo
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """``input_hw``: the image size the network needs (None: any); ``dropout``: the rate of
-    its stochastic layers when ``dropout`` is not set."""
+    """A built-in model, declared by this one entry.
 
+    ``factory``: its code, ``"package.module:function"``, imported only when a network is built
+    (so this table stays torch-free). It is called as a factory of your own is (docs/api.md):
+    with the keyword arguments it takes among ``shape`` (C, H, W), ``num_classes`` and
+    ``dropout``, returning (trunk, feature size) or a module with ``features``/``head``.
+    ``input_hw``: the image size the network needs (None: any; checked when a config is
+    resolved, before anything is built); ``dropout``: the rate of its stochastic layers when
+    ``dropout`` is not set (its factory must take ``dropout``).
+    """
+
+    factory: str
     input_hw: tuple[int, int] | None
     dropout: float
 
@@ -152,9 +168,9 @@ class ModelInfo:
 # with probability 0.5), as Seo et al. (2019) use; VGG-16: not tuned here (no CIFAR/SVHN data on
 # our machines), a common MC-dropout rate.
 MODELS: dict[str, ModelInfo] = {
-    "mlp": ModelInfo(None, 0.5),
-    "resnet18": ModelInfo((32, 32), 0.5),
-    "vgg16": ModelInfo((32, 32), 0.3),
+    "mlp": ModelInfo("asknlearn.models:mlp", None, 0.5),
+    "resnet18": ModelInfo("asknlearn.models:resnet18", (32, 32), 0.5),
+    "vgg16": ModelInfo("asknlearn.models:vgg16", (32, 32), 0.3),
 }
 DEFAULT_DROPOUT = {name: m.dropout for name, m in MODELS.items()}
 

@@ -428,16 +428,18 @@ def read_cell(folder: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str,
 
 
 def find_cells(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Cell folders (holding rounds.csv and config.yaml) at or below each of ``paths``."""
+    """Cell folders (holding rounds.csv and config.yaml) at or below each of ``paths``, each
+    once, in order. A folder holding both is a cell; any other folder is searched below it (a
+    study folder holds a tidy rounds.csv but no config.yaml: its cells are below it)."""
     cells: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise CellFolderError(f"run folder {str(raw)!r} does not exist; valid: a cell folder "
-                                  f"holding {ROUNDS_FILE} and {CONFIG_FILE}, or a folder above")
-        found = [p] if (p / ROUNDS_FILE).is_file() else sorted(
-            f.parent for f in p.rglob(ROUNDS_FILE))
-        found = [c for c in found if (c / CONFIG_FILE).is_file()]
+                                  f"holding {ROUNDS_FILE} and {CONFIG_FILE}, or a folder above "
+                                  "such cells")
+        found = [p] if (p / ROUNDS_FILE).is_file() and (p / CONFIG_FILE).is_file() else sorted(
+            f.parent for f in p.rglob(ROUNDS_FILE) if (f.parent / CONFIG_FILE).is_file())
         if not found:
             raise CellFolderError(
                 f"run folder {str(raw)!r} holds no cell ({ROUNDS_FILE} next to {CONFIG_FILE}); "

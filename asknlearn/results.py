@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pandas stays lazy: the CLI imports this module for every co
 CELL_KEYS = list(records.CELL_KEYS)
 REQUIRED_COLUMNS = list(records.REQUIRED_COLUMNS)
 RELIABILITY_FILE = records.RELIABILITY_FILE
-RELIABILITY_COLUMNS = ["round", "bin", "lower", "upper", "count", "confidence", "accuracy"]
+RELIABILITY_COLUMNS = list(records.RELIABILITY_COLUMNS)
 # the paper's four metrics, in its order, with their names in tables
 METRICS = {"accuracy": "test accuracy", "ece": "ECE", "nll": "NLL", "brier": "Brier score"}
 

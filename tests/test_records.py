@@ -352,3 +352,26 @@ def test_cell_tables_read_back(finished):
     rel = records.read_reliability(finished / records.RELIABILITY_FILE)
     assert tuple(rel.columns) == records.RELIABILITY_COLUMNS and set(rel["round"]) == {0, 1, 2}
     assert records.find_cells([finished.parent]) == [finished]
+
+
+def test_find_cells_descends_below_a_study_folder(tmp_path):
+    """A study folder holds a tidy rounds.csv but no config.yaml: its cells are below it. One
+    finder serves the CLI (via backfill) and the readers."""
+    from asknlearn import backfill
+
+    study = tmp_path / "results" / "s"
+    cells = [study / "runs" / name for name in ("a", "b")]
+    for c in [*cells, study / "runs" / "no-config"]:
+        c.mkdir(parents=True)
+        (c / records.ROUNDS_FILE).write_text("round,labels\n0,20\n")
+    for c in cells:
+        (c / records.CONFIG_FILE).write_text("study: s\n")
+    (study / records.ROUNDS_FILE).write_text("round,labels\n")  # the study's tidy table
+    assert backfill.find_cells is records.find_cells and backfill.read_cell is records.read_cell
+    assert records.find_cells([study]) == cells
+    assert records.find_cells([cells[1], study, tmp_path]) == [cells[1], cells[0]]
+    for bad, needle in ((tmp_path / "missing", "does not exist"),
+                        (study / "runs" / "no-config", "holds no cell")):
+        with pytest.raises(records.CellFolderError, match=needle) as exc:
+            records.find_cells([bad])
+        assert "valid: a cell folder" in str(exc.value) and "\n" not in str(exc.value)
