@@ -33,6 +33,7 @@ from asknlearn.errors import ConfigError
 from asknlearn.names import (
     DATASETS,
     DEFAULT_DROPOUT,
+    MODEL_NAME_PATTERN,
     MODEL_PATTERN,
     MODELS,
     check_custom_datasets,
@@ -53,16 +54,18 @@ _MISSING = dataclasses.MISSING
 def key(default: Any = _MISSING, help: str = "", *, valid: str = "",  # noqa: A002
         choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, runtime: bool = False,
-        workflow: bool = False, default_factory: Any = _MISSING, pattern: str | None = None
-        ) -> Any:
+        workflow: bool = False, default_factory: Any = _MISSING, pattern: str | None = None,
+        schema_pattern: str | None = None) -> Any:
     """Declare a config key: its default and ``help``; ``valid`` (the message's "valid: ...")
     with the range [lo, hi] (``lo_open``/``hi_open`` make an end open) or the ``choices`` it
     accepts; ``runtime``: it does not change what the cell computes, so a resume may change it;
     ``workflow``: the workflow sets it per cell or per machine (not in ``experiment:``);
-    ``pattern``: the regular expression a string value matches (the schema's ``pattern``)."""
+    ``pattern``: the regular expression a string value matches; ``schema_pattern``: a looser
+    one for the workflow schema, when the exact one would tie the schema file to a table that
+    grows (the pre-flight check still applies ``pattern`` to every cell before any job runs)."""
     meta = {"help": help, "valid": valid, "choices": choices, "lo": lo, "hi": hi,
             "lo_open": lo_open, "hi_open": hi_open, "runtime": runtime, "workflow": workflow,
-            "pattern": pattern}
+            "pattern": pattern, "schema_pattern": schema_pattern or pattern}
     if default_factory is not _MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -100,7 +103,7 @@ class ExperimentConfig:
                                   "'package.module:function' (docs/api.md). None: the paper's "
                                   "choice per dataset",
                             valid=f"{', '.join(MODELS)}, 'package.module:function' or null",
-                            pattern=MODEL_PATTERN)
+                            pattern=MODEL_PATTERN, schema_pattern=MODEL_NAME_PATTERN)
     dropout: float | None = key(
         None, "rate of the stochastic network's layers: dropout after every hidden layer (MLP), "
               "after every pooling stage (VGG-16), stochastic depth of the last block "
@@ -535,8 +538,8 @@ def experiment_schema() -> dict[str, Any]:
             continue
         base, optional = _base_type(name)
         prop: dict[str, Any] = {"type": [json_types[base], "null"] if optional else json_types[base]}
-        if m["pattern"] is not None:
-            prop["pattern"] = m["pattern"]
+        if m["schema_pattern"] is not None:
+            prop["pattern"] = m["schema_pattern"]
         if m["choices"] is not None:
             prop["enum"] = [*m["choices"], *([None] if optional else [])]
         for bound, open_, word in (("lo", "lo_open", "minimum"), ("hi", "hi_open", "maximum")):

@@ -92,7 +92,7 @@ DATASETS: dict[str, DatasetInfo] = {
     # quickstart's protocol)
     "digits": DatasetInfo(
         "digits", shape=(1, 8, 8), num_classes=10, default_model="mlp", expected_files=(),
-        mean=(0.0,), std=(1.0,), loader="digits", **{**_family("mnist"), "aug_shift": 1},
+        mean=(0.0,), std=(1.0,), loader="digits", **_family("mnist"),
         seed_size=20, query_size=20, budget=160, sizes=(1300, 497),
     ),
     "mnist": DatasetInfo(
@@ -522,6 +522,9 @@ FACTORY_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][
 _FACTORY = re.compile(f"^{FACTORY_PATTERN}$")
 # what the `model` key accepts, as the workflow schema's pattern
 MODEL_PATTERN = f"^({'|'.join(MODELS)}|{FACTORY_PATTERN})$"
+# any entry name or factory: what the workflow schema checks, so a new MODELS entry needs no
+# schema regeneration (the pre-flight check still names the valid models)
+MODEL_NAME_PATTERN = f"^([A-Za-z_][A-Za-z0-9_-]*|{FACTORY_PATTERN})$"
 
 
 def is_model_factory(name: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,13 @@ def test_workflow_schema_experiment_properties_are_the_declared_keys():
     assert set(props) == set(FIELDS) - WORKFLOW_KEYS
     assert props["lr"]["exclusiveMinimum"] == 0 and props["lr"]["maximum"] == 1
     assert props["budget"]["type"] == ["integer", "null"]
-    assert props["model"]["pattern"] == names.MODEL_PATTERN  # built-in names or "pkg.mod:fn"
+    # the schema takes any entry name or "pkg.mod:fn" (a new MODELS entry needs no schema
+    # regeneration); the pre-flight resolve of every cell names the valid models
+    assert props["model"]["pattern"] == names.MODEL_NAME_PATTERN
+    assert re.match(props["model"]["pattern"], "lenet") and re.match(props["model"]["pattern"], "a.b:f")
+    assert not re.match(props["model"]["pattern"], "rm -rf /")
+    with pytest.raises(ConfigError, match="model='lenet' is not valid; valid: mlp, resnet18"):
+        ExperimentConfig(model="lenet").resolve()
     assert "strategies" in props  # custom strategies are an experiment key of the workflow
 
 
