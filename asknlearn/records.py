@@ -350,12 +350,18 @@ def write_config(folder: Path, config: Mapping[str, Any], version: str) -> None:
     atomic_write(folder / CONFIG_FILE, lambda p: Path(p).write_text(text))
 
 
-def _read_csv(path: Path, what: str, columns: Sequence[str], allow_empty: bool) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, what: str, columns: Sequence[str], *,
+               allow_empty: bool = False, origin: str | None = None) -> pd.DataFrame:
+    """A CSV table checked for ``columns`` and for numbers where numbers belong; one
+    CellFolderError line naming the file and what is wrong otherwise. ``origin`` says where a
+    valid table comes from (default: the cell file of that name that `asknlearn run` writes)."""
     import pandas as pd
 
+    path = Path(path)
+    origin = origin or f"the {path.name} that `asknlearn run` writes"
+
     if not path.is_file():
-        raise CellFolderError(f"{what} {str(path)!r} does not exist; valid: the {path.name} "
-                              "that `asknlearn run` writes")
+        raise CellFolderError(f"{what} {str(path)!r} does not exist; valid: {origin}")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
@@ -363,7 +369,7 @@ def _read_csv(path: Path, what: str, columns: Sequence[str], allow_empty: bool) 
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CellFolderError(f"{what} {str(path)!r} is not a readable CSV table ({first}); "
-                              f"valid: the {path.name} that `asknlearn run` writes") from None
+                              f"valid: {origin}") from None
     if df.empty and not len(df.columns):
         if allow_empty:
             return pd.DataFrame(columns=list(columns))
@@ -376,7 +382,7 @@ def _read_csv(path: Path, what: str, columns: Sequence[str], allow_empty: bool) 
            and not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise CellFolderError(f"{what} {str(path)!r} has non-numeric values in {bad}; "
-                              f"valid: the {path.name} that `asknlearn run` writes")
+                              f"valid: {origin}")
     if df.empty and not allow_empty:
         raise CellFolderError(f"{what} {str(path)!r} has no rows; valid: a table of finished rounds")
     return df
@@ -385,17 +391,17 @@ def _read_csv(path: Path, what: str, columns: Sequence[str], allow_empty: bool) 
 def read_rounds(path: str | os.PathLike, *, allow_empty: bool = False) -> pd.DataFrame:
     """A cell's (or a study's aggregated) ``rounds.csv``, checked for the columns every reader
     relies on (:data:`REQUIRED_COLUMNS`) and for numbers where numbers belong."""
-    return _read_csv(Path(path), "rounds table", REQUIRED_COLUMNS, allow_empty)
+    return read_table(path, "rounds table", REQUIRED_COLUMNS, allow_empty=allow_empty)
 
 
 def read_queries(path: str | os.PathLike) -> pd.DataFrame:
     """A cell's ``queries.csv``: the labeled points and when they were labeled."""
-    return _read_csv(Path(path), "queries table", QUERY_COLUMNS, allow_empty=False)
+    return read_table(path, "queries table", QUERY_COLUMNS)
 
 
 def read_reliability(path: str | os.PathLike) -> pd.DataFrame:
     """A cell's ``reliability.csv`` (the per-round reliability-diagram bins)."""
-    return _read_csv(Path(path), "reliability table", RELIABILITY_COLUMNS, allow_empty=True)
+    return read_table(path, "reliability table", RELIABILITY_COLUMNS, allow_empty=True)
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -423,7 +429,7 @@ def read_cell(folder: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str,
     """The resolved config and the per-round rows (possibly none yet) of one cell folder."""
     folder = Path(folder)
     cfg = read_config(folder)
-    table = _read_csv(folder / ROUNDS_FILE, "rounds table", ("round", "labels"), allow_empty=True)
+    table = read_table(folder / ROUNDS_FILE, "rounds table", ("round", "labels"), allow_empty=True)
     return cfg, table.to_dict("records")
 
 

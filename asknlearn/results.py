@@ -56,18 +56,11 @@ def write_text(text: str, out: str | Path) -> None:
 
 # ---------------------------------------------------------------------------- tables
 def _read_table(path: str | Path, what: str, origin: str, columns: list[str]) -> pd.DataFrame:
-    """Read a CSV table and check it has ``columns``; one ReportError line otherwise."""
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise ReportError(f"{what} {str(p)!r} does not exist; valid: {origin}")
-    df = pd.read_csv(p)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ReportError(f"{what} {str(p)!r} lacks columns {missing}; "
-                          f"valid: a table with columns {columns}")
-    return df
+    """records.read_table, its one-line error raised as a ReportError (a report's input)."""
+    try:
+        return records.read_table(path, what, columns, origin=origin)
+    except records.CellFolderError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def read_rounds(path: str | Path) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from asknlearn.results import at_labels_markdown
 
@@ -23,3 +24,19 @@ def test_at_labels_table_pairs_by_seed():
     assert cells[3] == "0.050 ± 0.000"
     assert "| 9999 |" not in md  # label counts that no round has are skipped
     assert next(s for s in md.splitlines() if s.startswith("| badge | 1100")).count("—") == 4
+
+
+def test_a_report_input_that_is_not_a_table_gets_one_line(tmp_path):
+    """A study table read for a report goes through the same checks as a cell's (records)."""
+    from asknlearn.results import ReportError, read_rounds
+
+    bad = tmp_path / "rounds.csv"
+    bad.write_bytes(b"\x00\xff\xfe garbage\n\"unterminated")
+    with pytest.raises(ReportError, match=r"is not a readable CSV table .*valid: a rounds.csv "
+                                          r"written by `asknlearn run` or `asknlearn aggregate`"):
+        read_rounds(bad)
+    words = tmp_path / "words.csv"
+    words.write_text("study,dataset,strategy,seed,noise,round,labels,accuracy,ece,nll,brier\n"
+                     "s,d,x,zero,0,0,10,0.5,0.1,1,0.2\n")
+    with pytest.raises(ReportError, match=r"non-numeric values in \['seed'\]"):
+        read_rounds(words)
