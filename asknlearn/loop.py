@@ -465,10 +465,11 @@ class Cell:
         c = self.cfg
         with self.store.locked():
             state = self.store.load(_identity(c))
-            if state is not None and state.finished:
-                # a workflow may have deleted the tables before rerunning a finished cell:
-                # rewrite them from the state, never retrain
+            if state is not None:
+                # a workflow deletes a job's declared outputs before rerunning it: put the
+                # finished rounds' tables back now, not after the next round (hours on a CPU)
                 self.store.save_tables(state)
+            if state is not None and state.finished:
                 self.log(f"[{c.cell_id()}] already finished ({len(state.rows)} rounds); nothing to do")
                 return state.table()
             self.store.write_config(c.to_dict())

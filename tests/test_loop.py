@@ -52,6 +52,28 @@ def test_resume_after_round_2_equals_uninterrupted(strategy, tiny_cfg, digits, t
     assert not list((tmp_path / "cut").glob(".*tmp"))
 
 
+def test_resume_restores_deleted_tables_before_the_next_round(tiny_cfg, digits, tmp_path):
+    """Snakemake deletes a rerun job's outputs: the tables of the finished rounds come back when
+    the cell resumes, not only after its next round (which can take hours)."""
+    cfg = dataclasses.replace(tiny_cfg, strategy="badge", budget=60)
+    with pytest.raises(Stop):
+        run_cell(cfg, tmp_path, data=digits, log=_stop_after(1))
+    before = {n: pd.read_csv(tmp_path / n) for n in ("rounds.csv", "queries.csv", "reliability.csv")}
+    for name in before:
+        (tmp_path / name).unlink()
+    seen: dict[str, pd.DataFrame] = {}
+
+    def log(line: str) -> None:
+        if "resuming after round 1" in line:
+            seen.update({n: pd.read_csv(tmp_path / n) for n in before})
+            raise Stop(line)
+
+    with pytest.raises(Stop):
+        run_cell(cfg, tmp_path, data=digits, log=log)
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(seen[name], frame)
+
+
 def test_resume_with_another_eval_batch_size_selects_the_same_points(tiny_cfg, digits, tmp_path):
     """eval_batch_size is runtime-only: it chunks inference, but the refinement's augmentation
     draws are made for the whole low-confidence set at once, so a resume with another value
