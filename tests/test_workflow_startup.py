@@ -113,7 +113,7 @@ def test_status_reader_imports_without_torch():
 def test_dry_run_prints_the_cell_counts_once_without_torch(tmp_path):
     """`snakemake -n` on a 2 strategies x 3 seeds study with a finished, a resumable, an
     unreadable (a FIFO for a table) and new cells prints one line, names the unreadable cell,
-    and parses the Snakefile with torch unimportable."""
+    and parses the Snakefile with torch unimportable; a job's Snakemake prints nothing."""
     wd = tmp_path / "wf"
     wd.mkdir()
     shutil.copy(ROOT / "Snakefile", wd)
@@ -136,13 +136,21 @@ def test_dry_run_prints_the_cell_counts_once_without_torch(tmp_path):
     (wd / "tiny.yaml").write_text(
         "study: tiny\nstrategies: [random, entropy]\nseeds: [0, 1, 2]\ntracking: false\n"
         "experiment: {seed_size: 20, query_size: 20, budget: 60, model: mlp}\n")
-    proc = subprocess.run(
-        ["snakemake", "--workflow-profile", "none", "-n", "--cores", "1",
-         "--configfile", "tiny.yaml"],
-        cwd=wd, env=env, capture_output=True, text=True, timeout=300)
+    def dry_run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["snakemake", "--workflow-profile", "none", "-n", "--cores", "1",
+             "--configfile", "tiny.yaml", *extra],
+            cwd=wd, env=env, capture_output=True, text=True, timeout=300)
+
+    proc = dry_run()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     line = ("tiny: 6 cells — 1 finished, 2 resumable (state saved at rounds 1-2), 2 new, "
             "1 unreadable")
     assert out.count(line) == 1, out
     assert out.count("entropy/seed1/noise0: unreadable (rounds.csv is not a regular file)") == 1
+    # a job's own Snakemake (a cluster job, a subprocess) parses the Snakefile again: silent
+    for mode in ("remote", "subprocess"):
+        again = dry_run("--mode", mode)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert " cells — " not in again.stdout + again.stderr, mode
