@@ -204,6 +204,31 @@ CELL = f"{OUT}/runs/{{dataset}}/{{strategy}}/seed{{seed}}/noise{{noise}}"
 STORE_FLAG = f"{OUT}/.mlflow-store-ready"
 
 
+def _report_cells() -> None:
+    """One line when the workflow starts, dry runs included (onstart skips those):
+    ``<study>: N cells — a finished, b resumable (state saved at round k), c new``, read from
+    the cell folders without torch; a folder that cannot be read is counted as unreadable
+    and named, never an error. Only the process a user started prints it: the jobs that
+    Snakemake runs as subprocesses or on a cluster parse this file again in another exec mode."""
+    from snakemake.logging import logger
+    from snakemake_interface_executor_plugins.settings import ExecMode
+
+    from asknlearn.cellstatus import summary_line
+
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        return
+    cells = expand(CELL, dataset=DATASETS, strategy=STRATEGIES, seed=SEEDS, noise=NOISES)
+    line, unreadable = summary_line(STUDY, cells)
+    logger.info(line)
+    for bad in unreadable[:5]:
+        logger.warning(bad)
+    if len(unreadable) > 5:
+        logger.warning(f"... and {len(unreadable) - 5} more unreadable cell folders")
+
+
+_report_cells()
+
+
 def store_flag(wildcards) -> list[str]:
     """The init_store flag, when MLflow tracking is on."""
     return [STORE_FLAG] if tracking_uri() else []
