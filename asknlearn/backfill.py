@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from asknlearn.records import CONFIG_FILE, find_cells, read_cell
+from asknlearn.records import CONFIG_FILE, find_cells, is_finished, read_cell
 
 # find_cells and read_cell are the cell folder's own (records); the CLI takes them from here
 __all__ = ["FIGURE_SUFFIXES", "STUDY_TABLES", "CellOutcome", "StudyOutcome", "backfill_cell",
@@ -85,8 +85,7 @@ def backfill_cell(client, cell_dir: Path, experiment: str | None = None,
     todo = points if created else missing_metrics(client, run_id, points)
     log_metrics(client, run_id, todo)
     artifacts = log_files(client, run_id, cell_artifacts(cell_dir), only_changed=not created)
-    rounds = int(cfg["budget"]) // int(cfg["query_size"])
-    finished = any(int(r["round"]) == rounds for r in rows)
+    finished = is_finished(cfg, (r["round"] for r in rows))
     finished_now = False
     if finished and (created or run.info.status != "FINISHED"):
         stamps = [r.get("timestamp_ms") for r in rows]

@@ -2,14 +2,14 @@
 (a saved state, not finished), new (nothing saved) or unreadable. The workflow prints the
 counts when it starts (``workflow/rules/common.smk``).
 
-"Finished" is the package's own rule (:mod:`asknlearn.backfill`): the cell's rounds table has
-the row of round ``budget // query_size`` of the cell's ``config.yaml``. Reading never fails:
+"Finished" is the package's one rule (:func:`asknlearn.records.is_finished`): the cell's rounds
+table has the row of round ``budget // query_size`` of the cell's ``config.yaml``. Reading never fails:
 a folder that cannot be read as a cell (a malformed table or config, an old-format state
 without its checksum, a special file where a table belongs, a table too large to be one) is
 counted as unreadable, with the reason, and a job for it then stops with the package's message.
 
-(A candidate for :mod:`asknlearn.records`, next to :func:`~asknlearn.records.read_cell`; it reads
-only the round column and the two config keys it needs, so that a thousand cells take a second.)
+It reads only the round column and the two config keys it needs, so that a thousand cells take
+a second (records' validating readers take ~10 ms a table).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from asknlearn.records import CHECKSUM_FILE, CONFIG_FILE, ROUNDS_FILE, STATE_FILE
+from asknlearn.records import CHECKSUM_FILE, CONFIG_FILE, ROUNDS_FILE, STATE_FILE, final_round
 
 STATUSES = ("finished", "resumable", "new", "unreadable")
 # larger than any real rounds.csv / config.yaml (a few KB): such a file is not read at all
@@ -65,7 +65,7 @@ def _last_round(path: Path) -> int:
     cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     if not isinstance(cfg, dict) or "budget" not in cfg or "query_size" not in cfg:
         raise ValueError(f"{path.name} lacks budget or query_size")
-    return int(cfg["budget"]) // int(cfg["query_size"])
+    return final_round(cfg)
 
 
 def _rounds_done(path: Path) -> list[int]:

@@ -404,6 +404,18 @@ def read_reliability(path: str | os.PathLike) -> pd.DataFrame:
     return read_table(path, "reliability table", RELIABILITY_COLUMNS, allow_empty=True)
 
 
+def final_round(config: Mapping[str, Any]) -> int:
+    """The round that finishes a cell: ``budget // query_size`` of its config (round 0 trains
+    on the seed set, each later round adds one batch)."""
+    return int(config["budget"]) // int(config["query_size"])
+
+
+def is_finished(config: Mapping[str, Any], rounds: Iterable[int]) -> bool:
+    """Whether a cell whose table holds ``rounds`` has finished (the package's one rule)."""
+    last = final_round(config)
+    return any(int(r) == last for r in rounds)
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """A cell's resolved ``config.yaml``, checked for the keys its readers need."""
     import yaml

@@ -375,3 +375,13 @@ def test_find_cells_descends_below_a_study_folder(tmp_path):
         with pytest.raises(records.CellFolderError, match=needle) as exc:
             records.find_cells([bad])
         assert "valid: a cell folder" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_cell_finishes_at_round_budget_over_query_size():
+    """The one rule that backfill (run status) and the workflow's start-up line share."""
+    from asknlearn.records import final_round, is_finished
+
+    cfg = {"budget": 100, "query_size": 20}
+    assert final_round(cfg) == 5
+    assert is_finished(cfg, [0, 1, 2, 3, 4, 5]) and is_finished(cfg, ["5"])
+    assert not is_finished(cfg, [0, 1, 2, 3, 4]) and not is_finished(cfg, [])
