@@ -6,7 +6,6 @@ and a resumed cell. Also: the store being down does not stop init-store's workfl
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -23,16 +22,11 @@ import pytest
 import reliability_helpers as wf
 from reliability_helpers import cell_runs, free_port, mlflow_server, rest_history, rest_runs, tags
 
-from asknlearn import loop, tracking
+from asknlearn import tracking
 from asknlearn.cli import main as cli_main
 
 TINY = ["--dataset", "digits", "--seed-size", "20", "--query-size", "20", "--threads", "1",
         "--max-epochs", "60", "--quiet"]
-# the loop hands the tracker its cell folder (the artifacts) only from the change that passes
-# out_dir to tracker.start; before it, runs have no artifacts to check
-LOOP_PASSES_OUT_DIR = "out_dir=self.out" in inspect.getsource(loop.Cell.run)
-needs_out_dir = pytest.mark.skipif(not LOOP_PASSES_OUT_DIR,
-                                   reason="asknlearn/loop.py does not pass out_dir to tracker.start")
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +226,6 @@ def test_finished_cell_run_holds_names_tags_artifacts_and_its_study_parent(serve
 
 
 @pytest.mark.slow
-@needs_out_dir
 def test_finished_cell_run_carries_the_cell_folder_files(server, tmp_path):
     out = tmp_path / "cell"
     assert cli_main(["run", *TINY, "--budget", "40", "--study", "art", "--strategy", "badge",
@@ -262,9 +255,8 @@ def test_sigterm_ends_the_run_killed_and_a_resume_finishes_the_same_run(server, 
     assert len(table) == 11
     assert rest_history(server, run["info"]["run_id"], "test/nll") == list(
         zip(table["labels"], table["nll"], strict=True))
-    if LOOP_PASSES_OUT_DIR:
-        rid = run["info"]["run_id"]
-        assert artifact_bytes(server, rid, "rounds.csv") == (out / "rounds.csv").read_bytes()
+    rid = run["info"]["run_id"]
+    assert artifact_bytes(server, rid, "rounds.csv") == (out / "rounds.csv").read_bytes()
 
 
 @pytest.mark.slow
@@ -297,8 +289,7 @@ def test_a_crashed_cell_ends_its_run_failed(server, tmp_path):
     run = the_run(server, "crash")
     assert run["info"]["status"] == "FAILED"
     assert [s for s, _ in rest_history(server, run["info"]["run_id"], "test/accuracy")] == [20]
-    if LOOP_PASSES_OUT_DIR:
-        assert "rounds.csv" in artifacts(server, run["info"]["run_id"])
+    assert "rounds.csv" in artifacts(server, run["info"]["run_id"])
 
 
 @pytest.mark.slow
