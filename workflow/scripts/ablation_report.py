@@ -31,12 +31,13 @@ WHAT = {"badge": "reference", "badge-dropout": "dropout network alone",
 METRICS = ["accuracy", "ece", "nll", "brier"]
 
 
-def load(study: Path) -> pd.DataFrame:
+def load(study: Path, strategies: list[str] | None = None) -> pd.DataFrame:
+    """Every cell's rounds under ``study``, restricted to ``strategies`` (default: ORDER)."""
     frames = [pd.read_csv(p) for p in sorted(study.glob("runs/*/*/seed*/noise*/rounds.csv"))]
     if not frames:
         sys.exit(f"no rounds.csv under {study}/runs")
     df = pd.concat(frames, ignore_index=True)
-    return df[df.strategy.isin(ORDER)]
+    return df[df.strategy.isin(strategies or ORDER)]
 
 
 def pm(x: pd.Series, digits: int = 4) -> str:
@@ -199,15 +200,24 @@ def main() -> int:
     ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
                     help="upper label counts of the AULC ranges")
     ap.add_argument("--val-size", type=int, default=1000, help="the cells' val_size")
+    ap.add_argument("--strategies", default=",".join(ORDER),
+                    help="comma-separated strategies to report (default: the ablation's and Fig. 3's)")
+    ap.add_argument("--no-diagnostics", action="store_true",
+                    help="only the metric tables (e.g. for Fig. 3's strategies)")
     ap.add_argument("--figure", type=Path, nargs="+", default=[],
                     help="write the diagnostics figure to these paths (.png, .pdf)")
     a = ap.parse_args()
-    df = load(a.study)
+    unknown = sorted(set(a.strategies.split(",")) - set(ORDER))
+    if unknown:
+        sys.exit(f"--strategies {unknown} are not reported here; valid: {', '.join(ORDER)}")
+    df = load(a.study, a.strategies.split(","))
     reached = df.groupby(["strategy", "seed"]).labels.max().unstack("seed")
     print("**Cells and the labels each has reached:**\n")
     print(reached.reindex([s for s in ORDER if s in reached.index]).to_markdown() + "\n")
     print(at_labels(df, a.labels))
     print(aulc(df, a.aulc_to))
+    if a.no_diagnostics:
+        return 0
     print(diagnostics(df))
     pooled = refine_pooled(df, a.val_size)
     print("**Refinement pooled over rounds 1–10 and seeds** (validation split; a round counts if it "
