@@ -44,5 +44,5 @@ $A plot curves --rounds "$T/fig3.csv" --dataset fashion_mnist --strategies $FIG3
 $A plot reliability --reliability "$T/fig3_reliability.csv" --dataset fashion_mnist \
     --strategies $FIG3 --out "$D/fashion_mnist_reliability.png"
 python workflow/scripts/ablation_report.py "$STUDY" --strategies $FIG3 --no-diagnostics \
-    --labels 1100 2100 5100 10100 --aulc-to 2100 5100 10100 > "$D/fashion_mnist_tables.md"
+    --labels 1100 2100 5100 6100 10100 --aulc-to 2100 5100 6100 10100 > "$D/fashion_mnist_tables.md"
 echo "refreshed $D from $STUDY"
