@@ -23,7 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from asknlearn.records import CHECKSUM_FILE, CONFIG_FILE, ROUNDS_FILE, STATE_FILE, final_round
+from asknlearn.records import (
+    CHECKSUM_FILE,
+    CONFIG_FILE,
+    ROUNDS_FILE,
+    STATE_FILE,
+    final_round,
+    is_finished,
+)
 
 STATUSES = ("finished", "resumable", "new", "unreadable")
 # larger than any real rounds.csv / config.yaml (a few KB): such a file is not read at all
@@ -57,15 +64,15 @@ def _regular(path: Path, limit: int) -> bool:
     return True
 
 
-def _last_round(path: Path) -> int:
-    """``budget // query_size`` of a cell's config.yaml, the round that finishes the cell.
-    libyaml's safe loader where PyYAML has it: ~8x faster than records.read_config's pure
-    Python one, which matters for a start-up line over hundreds of cells."""
+def _protocol(path: Path) -> dict:
+    """A cell's config.yaml, checked for the two keys that say when it finishes. libyaml's
+    safe loader where PyYAML has it: ~8x faster than records.read_config's pure Python one,
+    which matters for a start-up line over hundreds of cells."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     cfg = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     if not isinstance(cfg, dict) or "budget" not in cfg or "query_size" not in cfg:
         raise ValueError(f"{path.name} lacks budget or query_size")
-    return final_round(cfg)
+    return cfg
 
 
 def _rounds_done(path: Path) -> list[int]:
@@ -100,10 +107,10 @@ def _status(folder: Path) -> CellStatus:
     last = None
     if has_rounds:
         _regular(folder / CONFIG_FILE, MAX_CONFIG_BYTES)
-        rounds = _last_round(folder / CONFIG_FILE)
+        cfg = _protocol(folder / CONFIG_FILE)
         done = _rounds_done(folder / ROUNDS_FILE)
-        if rounds in done:
-            return CellStatus("finished", rounds)
+        if is_finished(cfg, done):
+            return CellStatus("finished", final_round(cfg))
         last = max(done, default=None)
     if not has_state:
         # no state: `asknlearn run` starts the cell from round 0 (config.yaml or a partial

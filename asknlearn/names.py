@@ -520,7 +520,7 @@ def with_stats(info: DatasetInfo, mean: tuple[float, ...], std: tuple[float, ...
 # ---------------------------------------------------------------------------- your own model
 FACTORY_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY = re.compile(f"^{FACTORY_PATTERN}$")
-# what the `model` key accepts, as the workflow schema's pattern
+# what the `model` key accepts (the pre-flight check of every cell)
 MODEL_PATTERN = f"^({'|'.join(MODELS)}|{FACTORY_PATTERN})$"
 # any entry name or factory: what the workflow schema checks, so a new MODELS entry needs no
 # schema regeneration (the pre-flight check still names the valid models)

@@ -55,10 +55,11 @@ def write_text(text: str, out: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------- tables
-def _read_table(path: str | Path, what: str, origin: str, columns: list[str]) -> pd.DataFrame:
+def _read_table(path: str | Path, what: str, origin: str, columns: list[str],
+                allow_empty: bool = False) -> pd.DataFrame:
     """records.read_table, its one-line error raised as a ReportError (a report's input)."""
     try:
-        return records.read_table(path, what, columns, origin=origin)
+        return records.read_table(path, what, columns, allow_empty=allow_empty, origin=origin)
     except records.CellFolderError as exc:
         raise ReportError(str(exc)) from None
 
@@ -111,8 +112,10 @@ def gather_reliability(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def read_reliability(path: str | Path) -> pd.DataFrame:
     """Read a study's per-bin reliability table (``asknlearn aggregate --reliability-out``)."""
+    # a study whose cells wrote no bins has a header-only table: the plot says so, not an error
     return _read_table(path, "reliability table", "the output of "
-                       "`asknlearn aggregate --reliability-out`", CELL_KEYS + RELIABILITY_COLUMNS)
+                       "`asknlearn aggregate --reliability-out`", CELL_KEYS + RELIABILITY_COLUMNS,
+                       allow_empty=True)
 
 
 def noise_levels(df: pd.DataFrame, dataset: str) -> list[float]:
@@ -133,6 +136,16 @@ def select(df: pd.DataFrame, dataset: str, noise: float | None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- summary
+def area_under_curve(labels: Sequence[float], accuracy: Sequence[float]) -> float:
+    """AULC: the trapezoid area under accuracy vs labels, divided by the label range (a mean
+    accuracy over the curve); one point: its accuracy. ``labels`` sorted ascending."""
+    import numpy as np
+
+    x, y = np.asarray(labels, float), np.asarray(accuracy, float)
+    span = x[-1] - x[0]
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / span) if span > 0 else float(y[0])
+
+
 def _per_cell(df: pd.DataFrame, target: float) -> pd.DataFrame:
     """One row per cell: AULC, labels to reach ``target`` accuracy, final-round metrics."""
     import numpy as np
@@ -142,9 +155,7 @@ def _per_cell(df: pd.DataFrame, target: float) -> pd.DataFrame:
     for keys, g in df.groupby(CELL_KEYS, sort=True):
         g = g.sort_values("round")
         x, acc = g["labels"].to_numpy(float), g["accuracy"].to_numpy(float)
-        span = x[-1] - x[0]
-        # trapezoid over labels, normalized by the label range: a mean accuracy over the curve
-        aulc = float(np.sum((acc[1:] + acc[:-1]) / 2 * np.diff(x)) / span) if span > 0 else float(acc[0])
+        aulc = area_under_curve(x, acc)
         hit = np.nonzero(acc >= target)[0]
         last = g.iloc[-1]
         rows.append({**dict(zip(CELL_KEYS, keys, strict=True)), "aulc": aulc,

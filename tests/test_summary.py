@@ -40,3 +40,24 @@ def test_a_report_input_that_is_not_a_table_gets_one_line(tmp_path):
                      "s,d,x,zero,0,0,10,0.5,0.1,1,0.2\n")
     with pytest.raises(ReportError, match=r"non-numeric values in \['seed'\]"):
         read_rounds(words)
+
+
+def test_a_header_only_reliability_table_is_read_as_no_bins(tmp_path):
+    """A study whose cells wrote no reliability bins: the plot draws a 'no data' figure, so
+    reading the header-only table must not fail (an empty rounds table still does)."""
+    from asknlearn.results import (
+        CELL_KEYS,
+        RELIABILITY_COLUMNS,
+        REQUIRED_COLUMNS,
+        ReportError,
+        read_reliability,
+        read_rounds,
+    )
+
+    rel = tmp_path / "reliability.csv"
+    pd.DataFrame(columns=CELL_KEYS + RELIABILITY_COLUMNS).to_csv(rel, index=False)
+    assert read_reliability(rel).empty
+    rounds = tmp_path / "rounds.csv"
+    pd.DataFrame(columns=REQUIRED_COLUMNS).to_csv(rounds, index=False)
+    with pytest.raises(ReportError, match="has no rows"):
+        read_rounds(rounds)

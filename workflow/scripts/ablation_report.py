@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from asknlearn.results import area_under_curve
+
 ORDER = ["badge", "badge-dropout", "badge-lwcc", "badge-vwcc", "badge-refine", "ask-n-learn-lwcc",
          "ask-n-learn-vwcc", "random", "confidence", "entropy"]
 WHAT = {"badge": "reference", "badge-dropout": "dropout network alone",
@@ -93,8 +95,7 @@ def aulc(df: pd.DataFrame, tops: list[int], ref: str = "badge") -> str:
 
     def area(g: pd.DataFrame) -> float:
         g = g.sort_values("labels")
-        x, y = g.labels.to_numpy(float), g.accuracy.to_numpy(float)
-        return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+        return area_under_curve(g.labels, g.accuracy)
 
     reached = df.groupby(["strategy", "seed"]).labels.max()
     out = []
