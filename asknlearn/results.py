@@ -246,34 +246,55 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
     return "\n".join(lines)
 
 
+def paired_at_labels(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> pd.DataFrame:
+    """Each metric at the given label counts, over the seeds that reached them, and its paired
+    (by seed) difference to ``reference``: one flat row per dataset, noise, strategy, label count
+    and metric, with ``n`` seeds (mean, sd) and ``n_pairs`` seeds both reached (delta_mean,
+    delta_sd; NaN where there is no pair). The one place both the study summary and the ablation
+    report take their "Δ vs BADGE at 1,100 labels" from."""
+    import pandas as pd
+
+    out = []
+    for (ds, noise), d in df.groupby(["dataset", "noise"], sort=False):
+        ref = d[d["strategy"] == reference].set_index(["labels", "seed"])
+        for strategy in strategy_order(d["strategy"].unique()):
+            g = d[d["strategy"] == strategy]
+            for x in labels:
+                at = g[g["labels"] == x].set_index("seed")
+                if at.empty:
+                    continue
+                r = ref.xs(x, level="labels") if x in ref.index.get_level_values("labels") else None
+                for m in METRICS:
+                    v = at[m].dropna()
+                    diff = ((at[m] - r[m]).dropna() if r is not None and strategy != reference
+                            else pd.Series(dtype=float))
+                    out.append({"dataset": ds, "noise": noise, "strategy": strategy, "labels": x,
+                                "metric": m, "n": len(v), "mean": v.mean() if len(v) else math.nan,
+                                "sd": v.std(ddof=1) if len(v) > 1 else math.nan,
+                                "n_pairs": len(diff),
+                                "delta_mean": diff.mean() if len(diff) else math.nan,
+                                "delta_sd": diff.std(ddof=1) if len(diff) > 1 else math.nan})
+    return pd.DataFrame(out, columns=["dataset", "noise", "strategy", "labels", "metric", "n", "mean",
+                                      "sd", "n_pairs", "delta_mean", "delta_sd"])
+
+
 def at_labels_markdown(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> str:
     """Every metric at the given label counts, mean ± sd over seeds, and the paired (by seed)
     difference to ``reference``: the paper's claims are about small label counts, which the
     final-round and area summaries average away."""
     lines = ["Metrics at given label counts (mean ± sd over seeds; "
              f"Δ: paired by seed, minus {reference}).", ""]
-    for (ds, noise), d in df.groupby(["dataset", "noise"], sort=False):
-        present = [x for x in labels if x in set(d["labels"])]
-        if not present:
-            continue
+    t = paired_at_labels(df, labels, reference)
+    for (ds, noise), d in t.groupby(["dataset", "noise"], sort=False):
         lines += [f"### {ds}, oracle noise {noise:g}", "",
                   "| strategy | labels | " + " | ".join(f"{METRICS[m]} | Δ{m}" for m in METRICS) + " |",
                   "|---|---|" + "---|---|" * len(METRICS)]
-        ref = d[d["strategy"] == reference].set_index(["seed", "labels"])
-        for strategy in strategy_order(d["strategy"].unique()):
-            g = d[d["strategy"] == strategy]
-            for x in present:
-                at = g[g["labels"] == x].set_index("seed")
-                cells = [strategy, str(x)]
-                for m in METRICS:
-                    digits = 4 if m == "ece" else 3
-                    cells.append(_pm(at[m].mean(), at[m].std(ddof=1), digits))
-                    if strategy == reference or ref.empty:
-                        cells.append("—")
-                        continue
-                    r = ref.xs(x, level="labels")[m] if x in ref.index.get_level_values("labels") else None
-                    diff = (at[m] - r).dropna() if r is not None else at[m].iloc[:0]
-                    cells.append(_pm(diff.mean(), diff.std(ddof=1), digits) if len(diff) else "—")
-                lines.append("| " + " | ".join(cells) + " |")
+        for (strategy, x), g in d.groupby(["strategy", "labels"], sort=False):
+            cells = [strategy, str(x)]
+            for r in g.set_index("metric").loc[list(METRICS)].itertuples():
+                digits = 4 if r.Index == "ece" else 3
+                cells.append(_pm(r.mean, r.sd, digits))
+                cells.append(_pm(r.delta_mean, r.delta_sd, digits) if r.n_pairs else "—")
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

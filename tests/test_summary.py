@@ -61,3 +61,24 @@ def test_a_header_only_reliability_table_is_read_as_no_bins(tmp_path):
     pd.DataFrame(columns=REQUIRED_COLUMNS).to_csv(rounds, index=False)
     with pytest.raises(ReportError, match="has no rows"):
         read_rounds(rounds)
+
+
+def test_paired_at_labels_pairs_only_the_seeds_both_reached():
+    """A running study: the reference reached 1,100 labels in seeds 0-2, the strategy in seeds
+    0-1 only. Its mean pools its 2 seeds, and its Δ the 2 seeds both have (not BADGE's 3-seed
+    mean); a strategy without a row at a label count gets no row there."""
+    from asknlearn.results import paired_at_labels
+
+    rows = []
+    for strategy, seeds, acc in (("badge", (0, 1, 2), (0.5, 0.6, 0.9)), ("x", (0, 1), (0.55, 0.7))):
+        for seed, a in zip(seeds, acc, strict=True):
+            rows.append({"dataset": "d", "noise": 0.0, "strategy": strategy, "seed": seed,
+                         "labels": 1100, "accuracy": a, "ece": 0.1, "nll": 1.0, "brier": 0.3})
+    t = paired_at_labels(pd.DataFrame(rows), [1100, 2100], "badge")
+    r = t[(t.strategy == "x") & (t.metric == "accuracy")].iloc[0]
+    assert (r["n"], r["n_pairs"]) == (2, 2)
+    assert r["delta_mean"] == pytest.approx((0.05 + 0.1) / 2)
+    assert r["delta_sd"] == pytest.approx(pd.Series([0.05, 0.1]).std())
+    b = t[(t.strategy == "badge") & (t.metric == "accuracy")].iloc[0]
+    assert (b["n"], b["n_pairs"]) == (3, 0) and pd.isna(b["delta_mean"])
+    assert set(t["labels"]) == {1100}

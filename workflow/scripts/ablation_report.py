@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from asknlearn.results import area_under_curve
+from asknlearn.results import area_under_curve, paired_at_labels
 
 ORDER = ["badge", "badge-dropout", "badge-lwcc", "badge-vwcc", "badge-refine", "ask-n-learn-lwcc",
          "ask-n-learn-vwcc", "random", "confidence", "entropy"]
@@ -42,49 +42,50 @@ def load(study: Path, strategies: list[str] | None = None) -> pd.DataFrame:
     return df[df.strategy.isin(strategies or ORDER)]
 
 
+def fmt(mean: float, sd: float, n: int, digits: int = 4, signed: bool = False) -> str:
+    """mean ± sd (n=k); the sd is left out for one seed, the whole entry for none."""
+    if n == 0:
+        return "–"
+    sign = "+" if signed else ""
+    sd_part = f" ± {sd:.{digits}f}" if n > 1 else ""
+    return f"{mean:{sign}.{digits}f}{sd_part} (n={n})"
+
+
 def pm(x: pd.Series, digits: int = 4) -> str:
     x = x.dropna()
-    if len(x) == 0:
-        return "–"
-    if len(x) == 1:
-        return f"{x.iloc[0]:.{digits}f} (n=1)"
-    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f} (n={len(x)})"
+    return fmt(x.mean(), x.std(ddof=1), len(x), digits)
 
 
 def dpm(x: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
     x = x.dropna() * scale
-    if len(x) == 0:
-        return "–"
-    sd = f" ± {x.std(ddof=1):.{digits}f}" if len(x) > 1 else ""
-    return f"{x.mean():+.{digits}f}{sd} (n={len(x)})"
+    return fmt(x.mean(), x.std(ddof=1), len(x), digits, signed=True)
 
 
 def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
+    """Each metric at each label count and its paired Δ vs ``ref`` (results.paired_at_labels),
+    one table per label count, with n printed: cells of a running study reach a count at
+    different times."""
+    t = paired_at_labels(df, labels, ref).set_index(["labels", "strategy", "metric"])
     out = []
-    strategies = [s for s in ORDER if s in set(df.strategy)]
     for n in labels:
-        d = df[df.labels == n].set_index(["strategy", "seed"])
-        if d.empty:
+        if n not in t.index.get_level_values(0):
             continue
+        d = t.loc[n]
+        has_ref = ref in d.index.get_level_values(0)
         out += [f"**{n:,} labels.** Accuracy in points (%), ECE, NLL, Brier; Δ = strategy − BADGE, "
                 "paired by seed.", "",
                 "| strategy | isolates | accuracy (%) | Δ acc (pts) | ECE | Δ ECE | NLL | Δ NLL "
                 "| Brier | Δ Brier |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for s in strategies:
-            if s not in d.index.get_level_values(0):
-                continue
-            row = d.loc[s]
+        for s in [s for s in ORDER if s in d.index.get_level_values(0)]:
             cells = [s, WHAT.get(s, "baseline")]
             for m in METRICS:
-                v = row[m] * (100 if m == "accuracy" else 1)
-                cells.append(pm(v, 2 if m == "accuracy" else 4))
-                if s == ref or ref not in d.index.get_level_values(0):
-                    cells.append("")
-                else:
-                    r = d.loc[ref][m]
-                    diff = (row[m] - r).dropna()
-                    cells.append(dpm(diff, 100 if m == "accuracy" else 1, 2 if m == "accuracy" else 4))
+                r = d.loc[(s, m)]
+                scale, digits = (100, 2) if m == "accuracy" else (1, 4)
+                cells.append(fmt(r["mean"] * scale, r["sd"] * scale, int(r["n"]), digits))
+                cells.append("" if s == ref or not has_ref else
+                             fmt(r["delta_mean"] * scale, r["delta_sd"] * scale, int(r["n_pairs"]),
+                                 digits, signed=True))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
