@@ -24,11 +24,11 @@ $A plot curves --rounds "$T/rounds.csv" --dataset fashion_mnist \
 $A plot curves --rounds "$T/rounds.csv" --dataset fashion_mnist \
     --strategies badge,badge-lwcc,badge-refine,ask-n-learn-lwcc --out "$D/ablation_fashion_mnist_lwcc.png"
 python workflow/scripts/ablation_report.py "$STUDY" --strategies $ABL \
-    --labels 1100 2100 5100 6100 --aulc-to 2100 5100 6100 10100 \
+    --labels 1100 2100 5100 10100 --aulc-to 2100 5100 10100 \
     --figure "$D/ablation_fashion_mnist_diagnostics.png" > "$D/ablation_fashion_mnist_tables.md"
 
-# Fig. 3: the paper's six strategies, from the same cells (one commit). Reliability at round 5
-# (5,100 labels), the last round every cell has reached.
+# Fig. 3: the paper's six strategies, from the same cells (one commit). Reliability at round 10
+# (10,100 labels, the protocol's last round).
 FIG3=random,confidence,entropy,badge,ask-n-learn-lwcc,ask-n-learn-vwcc
 python - "$T" "$FIG3" <<'PY'
 import sys
@@ -37,12 +37,12 @@ t, keep = sys.argv[1], sys.argv[2].split(",")
 r = pd.read_csv(f"{t}/rounds.csv")
 r[r.strategy.isin(keep)].to_csv(f"{t}/fig3.csv", index=False)
 b = pd.read_csv(f"{t}/reliability.csv")
-b[b.strategy.isin(keep) & (b["round"] == 5)].to_csv(f"{t}/fig3_reliability.csv", index=False)
+b[b.strategy.isin(keep) & (b["round"] == 10)].to_csv(f"{t}/fig3_reliability.csv", index=False)
 PY
 $A plot curves --rounds "$T/fig3.csv" --dataset fashion_mnist --strategies $FIG3 \
     --out "$D/fashion_mnist.png" --out "$D/fashion_mnist.pdf"
 $A plot reliability --reliability "$T/fig3_reliability.csv" --dataset fashion_mnist \
     --strategies $FIG3 --out "$D/fashion_mnist_reliability.png"
 python workflow/scripts/ablation_report.py "$STUDY" --strategies $FIG3 --no-diagnostics \
-    --labels 1100 2100 5100 6100 10100 --aulc-to 2100 5100 6100 10100 > "$D/fashion_mnist_tables.md"
+    --labels 1100 2100 5100 10100 --aulc-to 2100 5100 10100 > "$D/fashion_mnist_tables.md"
 echo "refreshed $D from $STUDY"
