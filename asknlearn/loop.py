@@ -414,6 +414,17 @@ class Cell:
         eta = per_label * todo
         return f" elapsed {_hms(done)}" + (f" eta {_hms(eta)}" if todo else " done")
 
+    def _cap_text(self, row: dict[str, Any]) -> str:
+        """Say so when training stopped at max_epochs short of its target: every round is meant
+        to train to the same training accuracy (Ash et al. 2019), and a network that no longer
+        gets there (e.g. cross-entropy on the dropout network past ~4,000 Fashion-MNIST labels)
+        is under-fitted, which changes its accuracy and calibration."""
+        c = self.cfg
+        if row["train_epochs"] >= c.max_epochs and row["train_accuracy"] < c.target_train_accuracy:
+            return (f" (max_epochs reached: train acc {row['train_accuracy']:.3f}"
+                    f" < {c.target_train_accuracy:g})")
+        return ""
+
     @staticmethod
     def _diag_text(row: dict[str, Any]) -> str:
         out = ""
@@ -430,7 +441,8 @@ class Cell:
         sel_s = row["inference_seconds"] + row["selection_seconds"]
         return (f"[{c.cell_id()}] round {row['round']:>3}/{c.rounds} labels {row['labels']:>6} "
                 f"acc {row['accuracy']:.4f} ece {row['ece']:.4f} nll {row['nll']:.3f} "
-                f"brier {row['brier']:.4f} epochs {row['train_epochs']:>3}{self._diag_text(row)} "
+                f"brier {row['brier']:.4f} epochs {row['train_epochs']:>3}{self._cap_text(row)}"
+                f"{self._diag_text(row)} "
                 f"train {row['train_seconds']:6.1f}s select {sel_s:5.1f}s "
                 f"total {row['round_seconds']:6.1f}s{self._eta_text(rows)}")
 

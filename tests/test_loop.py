@@ -141,3 +141,21 @@ def test_end_to_end_every_paper_strategy_improves_with_labels(digits, tmp_path):
         assert acc[-1] > acc[0] + 0.1, (strategy, acc)
         assert acc[-1] > 0.8, (strategy, acc)
         assert (rows["train_epochs"] >= 1).all()
+
+
+def test_round_line_says_when_training_stops_at_max_epochs_short_of_its_target(tiny_cfg, digits,
+                                                                               tmp_path):
+    """An under-fitted round (max_epochs reached below target_train_accuracy) is named in its
+    line, with the accuracy it reached; a round that reaches its target is not flagged."""
+    lines: list[str] = []
+    capped = dataclasses.replace(tiny_cfg, strategy="badge", budget=20, max_epochs=1)
+    rows = run_cell(capped, tmp_path / "capped", data=digits, log=lines.append)
+    rounds = [s for s in lines if "/1 labels" in s]
+    assert len(rounds) == 2
+    for line, acc in zip(rounds, rows["train_accuracy"], strict=True):
+        assert f"(max_epochs reached: train acc {acc:.3f} < 0.99)" in line
+    lines.clear()
+    easy = dataclasses.replace(capped, max_epochs=60, target_train_accuracy=0.5)
+    rows = run_cell(easy, tmp_path / "easy", data=digits, log=lines.append)
+    assert (rows["train_accuracy"] >= 0.5).all()
+    assert not any("max_epochs reached" in s for s in lines)
