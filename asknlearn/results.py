@@ -246,36 +246,38 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
     return "\n".join(lines)
 
 
-def paired_at_labels(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> pd.DataFrame:
-    """Each metric at the given label counts, over the seeds that reached them, and its paired
-    (by seed) difference to ``reference``: one flat row per dataset, noise, strategy, label count
-    and metric, with ``n`` seeds (mean, sd) and ``n_pairs`` seeds both reached (delta_mean,
-    delta_sd; NaN where there is no pair). The one place both the study summary and the ablation
-    report take their "Δ vs BADGE at 1,100 labels" from."""
-    import pandas as pd
+def paired_by_seed(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> pd.DataFrame:
+    """Each metric of each cell at the given label counts, long (one row per dataset, noise,
+    strategy, label count, seed and metric: ``value``), with ``delta`` = value minus the
+    ``reference`` strategy's value for the same seed (NaN for the reference itself, or where
+    its cell has no such round). The one place a "Δ vs BADGE at 1,100 labels" is paired."""
+    keys = ["dataset", "noise", "labels", "seed"]
+    at = df[df["labels"].isin(list(labels))]
+    long = at.melt(id_vars=[*keys, "strategy"], value_vars=list(METRICS), var_name="metric")
+    ref = (long[long["strategy"] == reference].drop(columns="strategy")
+           .rename(columns={"value": "reference_value"}))
+    long = long.merge(ref, on=[*keys, "metric"], how="left")
+    long["delta"] = (long["value"] - long.pop("reference_value")).where(long["strategy"] != reference)
+    return long
 
-    out = []
-    for (ds, noise), d in df.groupby(["dataset", "noise"], sort=False):
-        ref = d[d["strategy"] == reference].set_index(["labels", "seed"])
-        for strategy in strategy_order(d["strategy"].unique()):
-            g = d[d["strategy"] == strategy]
-            for x in labels:
-                at = g[g["labels"] == x].set_index("seed")
-                if at.empty:
-                    continue
-                r = ref.xs(x, level="labels") if x in ref.index.get_level_values("labels") else None
-                for m in METRICS:
-                    v = at[m].dropna()
-                    diff = ((at[m] - r[m]).dropna() if r is not None and strategy != reference
-                            else pd.Series(dtype=float))
-                    out.append({"dataset": ds, "noise": noise, "strategy": strategy, "labels": x,
-                                "metric": m, "n": len(v), "mean": v.mean() if len(v) else math.nan,
-                                "sd": v.std(ddof=1) if len(v) > 1 else math.nan,
-                                "n_pairs": len(diff),
-                                "delta_mean": diff.mean() if len(diff) else math.nan,
-                                "delta_sd": diff.std(ddof=1) if len(diff) > 1 else math.nan})
-    return pd.DataFrame(out, columns=["dataset", "noise", "strategy", "labels", "metric", "n", "mean",
-                                      "sd", "n_pairs", "delta_mean", "delta_sd"])
+
+def paired_at_labels(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> pd.DataFrame:
+    """``paired_by_seed`` over seeds: one flat row per dataset, noise, strategy, label count and
+    metric, with ``n`` seeds (mean, sd) and ``n_pairs`` seeds both reached (delta_mean,
+    delta_sd; NaN where there is no pair), in the order datasets appear, strategy_order, the
+    given label counts and the paper's metrics."""
+    long = paired_by_seed(df, labels, reference)
+    group = ["dataset", "noise", "strategy", "labels", "metric"]
+    g = long.groupby(group, sort=False)
+    t = g.agg(n=("value", "count"), mean=("value", "mean"), sd=("value", "std"),
+              n_pairs=("delta", "count"), delta_mean=("delta", "mean"),
+              delta_sd=("delta", "std")).reset_index()
+    rank = {name: i for i, name in enumerate(strategy_order(t["strategy"].unique()))}
+    place = {x: i for i, x in enumerate(labels)}
+    datasets = {name: i for i, name in enumerate(df["dataset"].unique())}
+    t["_o"] = list(zip(t["dataset"].map(datasets), t["noise"], t["strategy"].map(rank),
+                       t["labels"].map(place), t["metric"].map(list(METRICS).index), strict=True))
+    return t.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
 
 def at_labels_markdown(df: pd.DataFrame, labels: Sequence[int], reference: str = "badge") -> str:

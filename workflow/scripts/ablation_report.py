@@ -4,13 +4,14 @@ cell folders, finished or not: every number is computed from the rounds the cell
     python workflow/scripts/ablation_report.py results/ablation_fashion_mnist [--labels 1100 2100 5100]
 
 Prints Markdown: (1) accuracy/ECE/NLL/Brier at the given label counts, mean ± sd over seeds, and
-the paired (by seed) difference to BADGE; (2) AULC of accuracy over 100..N labels for a few N, from the
-cells that reached N, paired the same way; (3) per-round mechanism diagnostics (α on L; refinement on the
-validation split), mean over seeds; (4) refinement pooled over rounds and seeds: on every refined
-validation point, how often argmax and the refined label are right. Only seeds that reached a label
-count enter its cells, and every paired difference uses only the seeds both strategies reached (n is
-printed). ``--figure out.png [out.pdf]`` draws the diagnostics: α on L per round, and the pooled
-refined-subset accuracies.
+the paired (by seed) difference to BADGE, with each seed's accuracy Δ; (2) AULC of accuracy over
+100..N labels for a few N, from the cells that reached N, paired the same way, with each seed's Δ;
+(3) per-round diagnostics (the training accuracy each round stopped at and its epochs; α on L;
+refinement on the validation split), mean over seeds; (4) refinement pooled over rounds and seeds:
+on every refined validation point, how often argmax and the refined label are right. Only seeds
+that reached a label count enter its cells, and every paired difference uses only the seeds both
+strategies reached (n is printed). ``--figure out.png [out.pdf]`` draws the diagnostics: α on L
+per round, and the pooled refined-subset accuracies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from asknlearn.results import area_under_curve, paired_at_labels
+from asknlearn.results import ReportError, aggregate, area_under_curve, paired_at_labels, paired_by_seed
 
 ORDER = ["badge", "badge-dropout", "badge-lwcc", "badge-vwcc", "badge-refine", "ask-n-learn-lwcc",
          "ask-n-learn-vwcc", "random", "confidence", "entropy"]
@@ -35,10 +36,13 @@ METRICS = ["accuracy", "ece", "nll", "brier"]
 
 def load(study: Path, strategies: list[str] | None = None) -> pd.DataFrame:
     """Every cell's rounds under ``study``, restricted to ``strategies`` (default: ORDER)."""
-    frames = [pd.read_csv(p) for p in sorted(study.glob("runs/*/*/seed*/noise*/rounds.csv"))]
-    if not frames:
+    paths = sorted(study.glob("runs/*/*/seed*/noise*/rounds.csv"))
+    if not paths:
         sys.exit(f"no rounds.csv under {study}/runs")
-    df = pd.concat(frames, ignore_index=True)
+    try:  # the study tables' own checked reader: one line for a broken or duplicated table
+        df = aggregate(paths)
+    except ReportError as exc:
+        sys.exit(str(exc))
     return df[df.strategy.isin(strategies or ORDER)]
 
 
@@ -61,11 +65,20 @@ def dpm(x: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
     return fmt(x.mean(), x.std(ddof=1), len(x), digits, signed=True)
 
 
+def by_seed(x: pd.Series, seeds: list, scale: float = 100.0) -> str:
+    """One value per seed, in ``seeds`` order ("–" where a seed has none): whether a mean Δ
+    comes from every seed or from one."""
+    return " / ".join("–" if pd.isna(x.get(k)) else f"{x[k] * scale:+.2f}" for k in seeds)
+
+
 def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
     """Each metric at each label count and its paired Δ vs ``ref`` (results.paired_at_labels),
     one table per label count, with n printed: cells of a running study reach a count at
     different times."""
     t = paired_at_labels(df, labels, ref).set_index(["labels", "strategy", "metric"])
+    long = paired_by_seed(df, labels, ref)
+    per_seed = long[long.metric == "accuracy"].set_index(["labels", "strategy", "seed"])["delta"].sort_index()
+    seeds = sorted(df.seed.unique())
     out = []
     for n in labels:
         if n not in t.index.get_level_values(0):
@@ -74,9 +87,9 @@ def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
         has_ref = ref in d.index.get_level_values(0)
         out += [f"**{n:,} labels.** Accuracy in points (%), ECE, NLL, Brier; Δ = strategy − BADGE, "
                 "paired by seed.", "",
-                "| strategy | isolates | accuracy (%) | Δ acc (pts) | ECE | Δ ECE | NLL | Δ NLL "
-                "| Brier | Δ Brier |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| strategy | isolates | accuracy (%) | Δ acc (pts) | Δ acc by seed "
+                f"({' / '.join(map(str, seeds))}) | ECE | Δ ECE | NLL | Δ NLL | Brier | Δ Brier |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in [s for s in ORDER if s in d.index.get_level_values(0)]:
             cells = [s, WHAT.get(s, "baseline")]
             for m in METRICS:
@@ -86,6 +99,8 @@ def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
                 cells.append("" if s == ref or not has_ref else
                              fmt(r["delta_mean"] * scale, r["delta_sd"] * scale, int(r["n_pairs"]),
                                  digits, signed=True))
+                if m == "accuracy":
+                    cells.append("" if s == ref or not has_ref else by_seed(per_seed.loc[(n, s)], seeds))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -99,6 +114,7 @@ def aulc(df: pd.DataFrame, tops: list[int], ref: str = "badge") -> str:
         return area_under_curve(g.labels, g.accuracy)
 
     reached = df.groupby(["strategy", "seed"]).labels.max()
+    seeds = sorted(df.seed.unique())
     out = []
     for top in tops:
         ok = reached[reached >= top].index
@@ -109,25 +125,28 @@ def aulc(df: pd.DataFrame, tops: list[int], ref: str = "badge") -> str:
         a = d.groupby(["strategy", "seed"]).apply(area, include_groups=False).rename("aulc")
         out += [f"**AULC over 100–{top:,} labels** (mean test accuracy, trapezoids), in points, "
                 "from the cells that reached it; Δ paired by seed.", "",
-                "| strategy | AULC (%) | Δ vs BADGE (pts) |", "|---|---|---|"]
+                f"| strategy | AULC (%) | Δ vs BADGE (pts) | Δ by seed ({' / '.join(map(str, seeds))}) |",
+                "|---|---|---|---|"]
         for s in [s for s in ORDER if s in a.index.get_level_values(0)]:
             v = a.loc[s] * 100
             has_ref = ref in a.index.get_level_values(0)
-            delta = "" if s == ref or not has_ref else dpm((a.loc[s] - a.loc[ref]).dropna(), 100)
-            out.append(f"| {s} | {pm(v, 2)} | {delta} |")
+            paired = (a.loc[s] - a.loc[ref]).dropna() if s != ref and has_ref else None
+            delta = "" if paired is None else dpm(paired, 100)
+            out.append(f"| {s} | {pm(v, 2)} | {delta} | {'' if paired is None else by_seed(paired, seeds)} |")
         out.append("")
     return "\n".join(out)
 
 
 def diagnostics(df: pd.DataFrame) -> str:
-    cols = ["alpha_mean", "alpha_p90", "val_refined_fraction", "val_refined_argmax_accuracy",
-            "val_refined_accuracy", "oracle_pseudo_label_accuracy"]
+    cols = ["train_accuracy", "train_epochs", "alpha_mean", "alpha_p90", "val_refined_fraction",
+            "val_refined_argmax_accuracy", "val_refined_accuracy", "oracle_pseudo_label_accuracy"]
     cols = [c for c in cols if c in df]
     d = df[df.strategy.isin(["badge-dropout", "badge-vwcc", "ask-n-learn-vwcc", "badge-refine",
                              "ask-n-learn-lwcc", "badge", "badge-lwcc"])]
     g = d.groupby(["strategy", "round"])[cols].mean().round(4)
     g["seeds"] = d.groupby(["strategy", "round"]).size()
-    return ("**Mechanism diagnostics per round** (mean over the seeds that reached the round; α on "
+    return ("**Mechanism diagnostics per round** (mean over the seeds that reached the round; "
+            "training accuracy of the eval-mode pass that stops training, and its epochs; α on "
             "the labeled set after training; refinement on the 1,000-point validation split with "
             "the model that selects the round's batch; the pool's pseudo-label accuracy is "
             "oracle-only, for reading):\n\n" + g.reset_index().to_markdown(index=False) + "\n")
