@@ -375,13 +375,28 @@ class Cell:
                 extra.update(self.refine_diagnostics(model, xv, yv, pv, lv, rv, "val_"))
         return unlabeled[rows], extra
 
+    def noise_diagnostics(self, model, labeled: LabeledSet) -> dict[str, float]:
+        """What the trained model does with the oracle's wrong labels in L: the fraction it
+        predicts as given (memorised) and as the true class (corrected). The oracle corrupts
+        exactly round(r·b) labels of every batch whatever the strategy picks, so robustness to
+        label noise (the paper's Fig. 6) shows here, not in how many wrong labels are bought."""
+        if not bool(labeled.wrong.any()):
+            return {}
+        idx = labeled.index[labeled.wrong]
+        probs, _ = predict(model, self.data.x_train[idx.to(self.device)], self.cfg.eval_batch_size)
+        pred = probs.argmax(dim=1).cpu()
+        given = labeled.label[labeled.wrong].cpu()
+        return {"oracle_wrong_memorised": (pred == given).double().mean().item(),
+                "oracle_wrong_corrected": (pred == self.y_cpu[idx]).double().mean().item()}
+
     # ------------------------------------------------------------------ one round's record
     def measure(self, model, round_: int, fit, extra: dict[str, float], labeled: LabeledSet,
                 val: torch.Tensor, t0: float) -> tuple[dict[str, Any], dict[str, list]]:
         """The round's row (test and validation metrics, diagnostics, timings) and its
         reliability bins."""
         c = self.cfg
-        extra = {**extra, **self.alpha_diagnostics(model, labeled.index)}
+        extra = {**extra, **self.alpha_diagnostics(model, labeled.index),
+                 **self.noise_diagnostics(model, labeled)}
         metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
         if c.val_size:
             vi = val.to(self.device)
@@ -434,6 +449,9 @@ class Cell:
             out += (f" refined {_fmt(row['oracle_refined_fraction'])}"
                     f" val-refined acc {_fmt(row['val_refined_accuracy'])}"
                     f" vs argmax {_fmt(row['val_refined_argmax_accuracy'])}")
+        if row["oracle_wrong_memorised"] == row["oracle_wrong_memorised"]:
+            out += (f" wrong labels memorised {_fmt(row['oracle_wrong_memorised'])}"
+                    f" corrected {_fmt(row['oracle_wrong_corrected'])}")
         return out
 
     def _round_text(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -72,6 +72,9 @@ DIAGNOSTIC_COLUMNS = (
     "val_refined_accuracy",
     "oracle_pseudo_label_accuracy", "oracle_refined_fraction", "oracle_refined_argmax_accuracy",
     "oracle_refined_accuracy",
+    # noisy oracle: of the wrong labels in L, the fraction the trained model predicts as given
+    # (memorised) and as the true class (corrected); reading only, like every oracle_* column
+    "oracle_wrong_memorised", "oracle_wrong_corrected",
 )
 # rounds.csv's columns in order (the val_* metrics only in cells with a validation split)
 ROUND_COLUMNS = (*META_COLUMNS, *TEST_METRICS, *VAL_METRICS, *TRAIN_COLUMNS, *TIMING_COLUMNS,

@@ -188,3 +188,25 @@ def test_round_rows_carry_the_diagnostics(digits, tmp_path):
               "oracle_pseudo_label_accuracy", "val_refined_fraction"):
         assert 0.0 <= r1[k] <= 1.0, k
     assert math.isnan(rows.iloc[0]["val_refined_fraction"])  # no selection in round 0
+
+
+def test_noise_diagnostics_count_what_the_model_does_with_wrong_labels(digits, tmp_path):
+    """Of the wrong labels in L, memorised + corrected <= 1 and both are checked against a
+    recount from queries.csv with the final model's predictions; a clean oracle logs none."""
+    cfg = ExperimentConfig(dataset="digits", strategy="random", seed_size=30, query_size=40,
+                           budget=80, noise=0.5, max_epochs=60, threads=1, tracking=False)
+    cell = Cell(cfg, tmp_path, data=digits, log=lambda s: None)
+    rows = cell.run()
+    assert math.isnan(rows.iloc[0]["oracle_wrong_memorised"])  # S is labeled truly
+    last = rows.iloc[-1]
+    mem, cor = last["oracle_wrong_memorised"], last["oracle_wrong_corrected"]
+    assert 0.0 <= mem <= 1.0 and 0.0 <= cor <= 1.0 and mem + cor <= 1.0 + 1e-12
+    # a network trained to 99 % training accuracy on 110 points memorises most wrong labels
+    assert mem > 0.5, mem
+    import pandas as pd
+    q = pd.read_csv(tmp_path / "queries.csv")
+    assert last["n_wrong_labels"] == int(q["wrong"].sum()) == 40  # round(0.5 * 40) per batch
+    clean = ExperimentConfig(dataset="digits", strategy="random", seed_size=30, query_size=20,
+                             budget=20, max_epochs=20, threads=1, tracking=False)
+    crows = Cell(clean, tmp_path / "clean", data=digits, log=lambda s: None).run()
+    assert crows["oracle_wrong_memorised"].isna().all()
