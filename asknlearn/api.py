@@ -17,12 +17,12 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from asknlearn.errors import ConfigError
-from asknlearn.losses import kl_uniform, lwcc_beta, vwcc_alpha
+from asknlearn.losses import lwcc_beta, lwcc_loss, vwcc_alpha, vwcc_loss
 from asknlearn.models import as_split_net
-from asknlearn.strategies import Pool, StrategySpec, resolve_strategy
+from asknlearn.query import build_pool
+from asknlearn.strategies import StrategySpec, build_parts, resolve_strategy
 
 __all__ = ["lwcc_beta", "lwcc_loss", "select", "vwcc_alpha", "vwcc_loss"]
 
@@ -46,7 +46,6 @@ def select(strategy: str | StrategySpec, model: torch.nn.Module, x_pool: torch.T
     The model's train/eval mode is restored on return.
     """
     from asknlearn.config import ExperimentConfig
-    from asknlearn.inference import predict
 
     spec = resolve_strategy(strategy) if isinstance(strategy, str) else strategy
     known = {"tau", "k_aug", "aug_shift", "aug_flip", "refine_include_original", "vwcc_samples"}
@@ -58,8 +57,8 @@ def select(strategy: str | StrategySpec, model: torch.nn.Module, x_pool: torch.T
     if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= n:
         raise ConfigError(f"select(): b={b!r} is not valid; valid: an integer in [1, {n}] (the "
                           "pool's size)")
-    parts = spec.build(cfg)
-    needs = parts.selector.needs
+    parts = build_parts(spec, cfg)
+    needs = spec.needs
     net = as_split_net(model)
     device = next(net.parameters()).device
     if generator is None:
@@ -74,50 +73,10 @@ def select(strategy: str | StrategySpec, model: torch.nn.Module, x_pool: torch.T
     was_training = net.training
     try:
         x = x_pool.to(device)
-        pool = Pool(size=n)
-        if needs & {"probs", "features", "pseudo_labels"}:
-            pool.probs, pool.features = predict(net, x, batch_size,
-                                                features="features" in needs)
-        if "stochastic_probs" in needs:
-            net.eval()
-            t = cfg.vwcc_samples
-            per = max(1, batch_size // t)
-            with torch.no_grad():
-                pool.stochastic_probs = torch.cat(
-                    [torch.softmax(net.stochastic_logits(x[s : s + per], t), dim=-1)
-                     for s in range(0, n, per)], dim=1)
-        if "labeled_features" in needs:
-            lx = labeled_x.to(device)
-            pool.labeled_features = (predict(net, lx, batch_size, features=True)[1] if len(lx)
-                                     else torch.zeros(0, net.feat_dim, device=device))
-        if "pseudo_labels" in needs:
-            pool.pseudo_labels, _ = parts.labeler(net, x, pool.probs, generator, batch_size)
-        rows = parts.selector.select(pool, b, generator)
+        lx = labeled_x.to(device) if labeled_x is not None else x[:0]
+        query = build_pool(net, x, needs, labeled_x=lx, labeler=parts.labeler,
+                           generator=generator, batch_size=batch_size, samples=cfg.vwcc_samples)
+        rows = parts.selector.select(query.pool, b, generator)
     finally:
         net.train(was_training)
     return rows.cpu().long()
-
-
-def lwcc_loss(logits: torch.Tensor, y: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """LWCC (eq. 3): mean_i [ℓ_ce^i + λ β_i D_KL(U || p_i)] of logits (N, K) and labels (N,),
-    with β_i = (1 − max_k p_ik)^{1[y_i = ŷ_i]} detached. The loss ``lwcc`` trains with."""
-    log_p = F.log_softmax(logits, dim=-1)
-    beta = lwcc_beta(log_p.detach().exp(), y)
-    ce = F.nll_loss(log_p, y, reduction="none")
-    return (ce + lam * beta * kl_uniform(log_p)).mean()
-
-
-def vwcc_loss(logits_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """VWCC (eq. 2, Seo et al. 2019) of T stochastic inferences' logits (T, N, K) and labels
-    (N,): mean_i (1/T) Σ_t [(1 − α_i) ℓ_ce(p_t) + α_i D_KL(U || p_t)], α_i the normalized
-    variance of the T predictions, detached. Get ``logits_t`` from
-    ``SplitNet.stochastic_logits(x, T)`` (one T·B pass), or stack T forward passes in
-    training mode."""
-    if logits_t.dim() != 3:
-        raise ConfigError(f"vwcc_loss: logits_t has shape {tuple(logits_t.shape)}; valid: "
-                          "(T, N, K), T >= 2 stochastic inferences")
-    samples = logits_t.shape[0]
-    log_p = F.log_softmax(logits_t, dim=-1)
-    alpha = vwcc_alpha(log_p.detach().exp())
-    ce = -log_p.gather(-1, y.expand(samples, -1).unsqueeze(-1)).squeeze(-1)
-    return ((1.0 - alpha) * ce + alpha * kl_uniform(log_p)).mean()

@@ -65,6 +65,3 @@ class Augment:
             return x
         return self.apply(x, *self.draw(len(x), generator), pad_value=pad_value)
 
-
-# Defaults per dataset family: asknlearn/names.py (each dataset's entry holds its own)
-from asknlearn.names import FAMILY_AUGMENT  # noqa: E402,F401

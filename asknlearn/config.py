@@ -29,18 +29,17 @@ from typing import Any
 import yaml
 
 from asknlearn import __version__
-from asknlearn.errors import ConfigError
-from asknlearn.names import (
+from asknlearn.catalogue import (
     DATASETS,
     DEFAULT_DROPOUT,
     MODEL_NAME_PATTERN,
     MODEL_PATTERN,
     MODELS,
-    check_custom_datasets,
-    dataset_info,
     is_model_factory,
 )
+from asknlearn.errors import ConfigError
 from asknlearn.strategies import resolve_strategy
+from asknlearn.userdata import check_custom_datasets, dataset_info
 
 __all__ = [
     "DEFAULT_DROPOUT", "RUNTIME_KEYS", "WORKFLOW_KEYS", "ExperimentConfig", "add_config_arguments",
@@ -138,6 +137,15 @@ class ExperimentConfig:
                              valid="a finite weight in [0, 100]")
     vwcc_samples: int = key(5, "T stochastic inferences in eq. 2 (and for α diagnostics)", lo=2,
                             hi=1000, valid="an integer in [2, 1000]")
+    # --- the selectors' own keys (their catalogue entries name them)
+    powerbald_beta: float = key(1.0, "PowerBALD's β: points are drawn with probability ∝ "
+                                     "BALD^β (Kirsch et al. 2023)", lo=0.0, hi=1000.0,
+                                valid="a value in [0, 1000] (0: uniform)")
+    coreset_prune: bool | None = key(None, "CoreSet's k-center pruning (same picks, less work). "
+                                           "None: on the CPU only")
+    typiclust_clusters: int | None = key(None, "TypiClust's cluster count. None: |L| + b, at "
+                                               "most 500 (Hacohen et al. 2022)", lo=1,
+                                         valid="an integer >= 1")
     # --- evaluation and runtime
     ece_bins: int = key(15, "bins of the expected calibration error", lo=1, hi=10000,
                         valid="an integer in [1, 10000]")

@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asknlearn.catalogue import _MNIST_FILES, DATASETS, DatasetInfo
 from asknlearn.errors import DatasetError
-from asknlearn.names import (
-    _MNIST_FILES,
-    DATASETS,
+from asknlearn.userdata import (
     SPLIT_KEYS,
-    DatasetInfo,
     dataset_info,
     image_files,
     imagefolder_classes,
@@ -371,7 +369,7 @@ def _normalize_custom(info: DatasetInfo, xtr: torch.Tensor, xte: torch.Tensor) -
 
 
 def _load_arrays(info: DatasetInfo, root: Path, download: bool) -> tuple:
-    """A .npz or .pt dataset (already checked by :func:`asknlearn.names.custom_dataset_info`)
+    """A .npz or .pt dataset (already checked by :func:`asknlearn.userdata.custom_dataset_info`)
     as normalized tensors, plus its entry with the training split's normalization."""
     path = Path(info.path)
     if info.loader == "npz":
@@ -449,7 +447,7 @@ def load_dataset(
     """Load ``name`` once as normalized tensors on ``device``.
 
     ``name`` is a built-in dataset or a custom one described earlier in this process
-    (:func:`asknlearn.names.dataset_info` with the config's ``custom_datasets``, which
+    (:func:`asknlearn.userdata.dataset_info` with the config's ``custom_datasets``, which
     :meth:`ExperimentConfig.resolve` calls): a .npz/.pt file or an ImageFolder tree, normalized
     with its training split's per-channel statistics.
 

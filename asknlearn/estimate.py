@@ -86,13 +86,13 @@ def validate_workflow_config(cfg: dict) -> None:
 def split_sizes(cell) -> tuple[int, int]:
     """(train pool, test set) sizes of the resolved cell's dataset, from its entry (your own
     data: read from its file when the cell was resolved), so nothing is loaded."""
-    from asknlearn.names import dataset_info
+    from asknlearn.userdata import dataset_info
 
     n_pool, n_test = dataset_info(cell.dataset, cell.custom_datasets).sizes
     if n_pool < 1 or n_test < 1:
         raise ConfigError(f"dataset {cell.dataset!r} declares no split sizes, so its cost cannot "
                           "be estimated; valid: a DatasetInfo entry with sizes=(train pool, test "
-                          "set) in asknlearn/names.py")
+                          "set) in asknlearn/catalogue.py")
     return n_pool, n_test
 
 

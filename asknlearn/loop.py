@@ -26,38 +26,22 @@ from typing import Any
 import pandas as pd
 import torch
 
-from asknlearn import __version__, records
+from asknlearn import __version__, diagnostics, records
 from asknlearn.accel import check_precision
 from asknlearn.accel import configure as configure_device
-from asknlearn.augment import Augment
 from asknlearn.config import RUNTIME_KEYS, ExperimentConfig, check_pool_size
 from asknlearn.data import TensorData, load_dataset
 from asknlearn.errors import ConfigError
 from asknlearn.inference import predict
-from asknlearn.losses import build_loss, vwcc_alpha
 from asknlearn.metrics import all_metrics, reliability_bins
 from asknlearn.models import build_model
 from asknlearn.oracle import noisy_labels
-from asknlearn.pseudolabels import PSEUDO_LABELERS
-
-# kept importable from here for one release (benchmarks and tune import it): use asknlearn.records
-from asknlearn.records import (  # noqa: F401
-    CONFIG_FILE,
-    DIAGNOSTIC_COLUMNS,
-    QUERIES_FILE,
-    RELIABILITY_FILE,
-    ROUNDS_FILE,
-    STATE_FILE,
-    atomic_write,
-)
-from asknlearn.strategies import SELECTORS, Pool
+from asknlearn.query import Query, build_pool, check_rows
+from asknlearn.records import DIAGNOSTIC_COLUMNS
+from asknlearn.selectors import Pool
+from asknlearn.strategies import build_parts
 from asknlearn.tracking import make_tracker
 from asknlearn.train import TrainingDiverged, train_model
-
-# keys that change nothing a cell computes (device, threads, tracking, ...) may differ on resume.
-# eval_batch_size only chunks inference: every draw (augmentations, pseudo-label refinement) is
-# made for the whole set at once, so the chunking changes no selection (tests/test_loop.py)
-_RUNTIME_KEYS = RUNTIME_KEYS
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -89,7 +73,10 @@ def split_pool(cfg: ExperimentConfig, n_train: int) -> tuple[torch.Tensor, torch
 
 def _identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """The configuration keys a resume must match, as plain JSON values (what the state holds)."""
-    return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_KEYS}))
+    return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}))
+
+
+_DEFAULT_IDENTITY = _identity(ExperimentConfig())
 
 
 @dataclass
@@ -187,14 +174,16 @@ class CellStore:
         if got is None:
             return None
         meta, tensors, self._sha = got
-        if meta["identity"] != identity:
-            old = meta["identity"]
+        # a key added after the state was written matches when it has its default value
+        old = {**{k: v for k, v in _DEFAULT_IDENTITY.items() if k not in meta["identity"]},
+               **meta["identity"]}
+        if old != identity:
             diff = {k: (old.get(k), identity.get(k)) for k in set(old) | set(identity)
                     if old.get(k) != identity.get(k)}
             raise ConfigError(
                 f"{str(self.folder)!r} holds a run with a different configuration {diff} "
                 "(old, new); valid: the same configuration to resume, or a new output folder")
-        return CellState(meta["identity"], LabeledSet.from_tensors(tensors["labeled"]),
+        return CellState(identity, LabeledSet.from_tensors(tensors["labeled"]),
                          meta["run_id"], meta["rows"], meta["reliability"], tensors["model"],
                          meta["finished"], meta["version"])
 
@@ -218,34 +207,33 @@ class CellStore:
 
 
 class Cell:
-    """One dataset × strategy × seed × noise experiment writing into ``out_dir``."""
+    """One dataset × strategy × seed × noise experiment writing into ``out_dir``: Algorithm 1
+    (:meth:`run`) over the parts its strategy's catalogue entries build."""
 
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike,
                  log: Callable[[str], None] | None = None, tracker=None,
                  data: TensorData | None = None):
-        self.cfg = cfg.resolve()
+        self.cfg = c = cfg.resolve()
         self.log = log or (lambda s: print(s, flush=True))
-        self.device = resolve_device(self.cfg.device)
+        self.device = resolve_device(c.device)
         # GPU settings before any CUDA work (the cuBLAS workspace precedes the first matmul)
-        check_precision(self.cfg.precision, self.device)
-        configure_device(self.device, self.cfg.deterministic)
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
+        check_precision(c.precision, self.device)
+        configure_device(self.device, c.deterministic)
+        if c.threads:
+            torch.set_num_threads(c.threads)
         self.out = records.cell_folder(out_dir)
         self.data = data.to(self.device) if data is not None else load_dataset(
-            self.cfg.dataset, self.cfg.data_root, self.device, self.cfg.download)
-        check_pool_size(self.cfg, len(self.data.y_train))
-        spec = self.cfg.spec
-        self.loss_fn = build_loss(spec.loss, self.cfg.lwcc_lambda, self.cfg.vwcc_samples)
-        self.selector = SELECTORS[spec.selector]()
-        self.augment = Augment(self.cfg.aug_shift, self.cfg.aug_flip)
-        self.labeler = PSEUDO_LABELERS[spec.pseudo_labels](
-            self.cfg.tau, self.cfg.k_aug, self.augment, self.cfg.refine_include_original)
-        self.tracker = tracker if tracker is not None else make_tracker(self.cfg)
+            c.dataset, c.data_root, self.device, c.download)
+        check_pool_size(c, len(self.data.y_train))
+        self.parts = build_parts(c.spec, c)
+        self.tracker = tracker if tracker is not None else make_tracker(c)
         self.y_cpu = self.data.y_train.cpu()
         self.store = CellStore(self.out, self.y_cpu)
 
-    # ------------------------------------------------------------------ model
+    def x(self, index: torch.Tensor) -> torch.Tensor:
+        """Training images at train-set ``index``, on the device."""
+        return self.data.x_train[index.to(self.device)]
+
     def new_model(self, round_: int):
         """Fresh initialization for ``round_``, identical across strategies for one seed."""
         torch.manual_seed(derive_seed(self.cfg.seed, "init", round_))
@@ -253,13 +241,16 @@ class Cell:
         return build_model(self.cfg.model, info.shape, info.num_classes, self.cfg.dropout).to(
             self.device)
 
-    def fit(self, labeled: torch.Tensor, labels: torch.Tensor, round_: int):
+    def train(self, labeled: LabeledSet, round_: int):
+        """A fresh network, identical across strategies for one seed, trained on L with the
+        strategy's loss (cross-entropy, LWCC of eq. 3 or VWCC of eq. 2) to the target
+        training accuracy."""
+        c = self.cfg
         model = self.new_model(round_)
         # dropout in training draws from torch's global RNG: seed it per round too
-        torch.manual_seed(derive_seed(self.cfg.seed, "dropout", round_))
+        torch.manual_seed(derive_seed(c.seed, "dropout", round_))
         if self.device.type == "cuda":
-            torch.cuda.manual_seed_all(derive_seed(self.cfg.seed, "dropout", round_))
-        c = self.cfg
+            torch.cuda.manual_seed_all(derive_seed(c.seed, "dropout", round_))
         last = [time.monotonic()]
 
         def progress(epoch: int, acc: float) -> None:
@@ -270,137 +261,68 @@ class Cell:
                          f"train accuracy {acc:.4f} (target {c.target_train_accuracy})")
 
         try:
-            res = train_model(
-                model, self.loss_fn, self.data.x_train[labeled.to(self.device)],
-                labels.to(self.device), lr=c.lr, batch_size=c.train_batch_size,
-                target_accuracy=c.target_train_accuracy, max_epochs=c.max_epochs,
-                weight_decay=c.weight_decay, generator=generator(c.seed, "batches", round_),
-                eval_batch_size=c.eval_batch_size,
-                augment=self.augment if c.train_augment else None, progress=progress,
+            fit = train_model(
+                model, self.parts.loss, self.x(labeled.index), labeled.label.to(self.device),
+                lr=c.lr, batch_size=c.train_batch_size, target_accuracy=c.target_train_accuracy,
+                max_epochs=c.max_epochs, weight_decay=c.weight_decay,
+                generator=generator(c.seed, "batches", round_), eval_batch_size=c.eval_batch_size,
+                augment=self.parts.augment if c.train_augment else None, progress=progress,
                 precision=c.precision, compile=c.compile)
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{c.cell_id()} round {round_}: {exc}; the round is not "
                                    "recorded; valid: a smaller lr / weight_decay") from None
-        return model, res
+        return model, fit
 
-    @torch.no_grad()
-    def stochastic_probs(self, model, x: torch.Tensor) -> torch.Tensor:
-        """(T, N, K) softmax of T stochastic inferences (eval-mode batch norm, dropout on),
-        in chunks of one T·chunk batch each."""
-        model.eval()
-        t = self.cfg.vwcc_samples
-        per = max(1, self.cfg.eval_batch_size // t)
-        return torch.cat([torch.softmax(model.stochastic_logits(x[s : s + per], t), dim=-1)
-                          for s in range(0, len(x), per)], dim=1)
-
-    def alpha_diagnostics(self, model, labeled: torch.Tensor) -> dict[str, float]:
-        """α of eq. 2 on the labeled set after training: shows whether VWCC's weights are
-        doing anything (α ≈ 0 everywhere means VWCC is plain cross-entropy)."""
-        if not model.stochastic:
-            return {}
-        a = vwcc_alpha(self.stochastic_probs(model, self.data.x_train[labeled.to(self.device)]))
-        q = torch.quantile(a.double().cpu(), torch.tensor([0.5, 0.9], dtype=torch.float64))
-        return {"alpha_mean": a.double().mean().item(), "alpha_median": q[0].item(),
-                "alpha_p90": q[1].item()}
-
-    def refine_diagnostics(self, model, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor,
-                           labels: torch.Tensor, refined: torch.Tensor, prefix: str) -> dict[str, float]:
-        """Accuracy of argmax and of the refined pseudo-labels on the refined subset, and of
-        all pseudo-labels: whether refinement helps where it acts."""
-        argmax = probs.argmax(dim=1)
-        out = {f"{prefix}pseudo_label_accuracy": (labels == y).double().mean().item(),
-               f"{prefix}refined_fraction": refined.double().mean().item()}
-        if refined.any():
-            out[f"{prefix}refined_argmax_accuracy"] = (argmax[refined] == y[refined]).double().mean().item()
-            out[f"{prefix}refined_accuracy"] = (labels[refined] == y[refined]).double().mean().item()
-        return out
+    def query(self, model, labeled: LabeledSet, unlabeled: torch.Tensor, val: torch.Tensor,
+              round_: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Pick b pool points (train-set indices): p, z, the pseudo-labels (argmax or refined)
+        and whatever else the selector needs (:mod:`asknlearn.query`), then its choice (BADGE:
+        k-means++ on the gradient embeddings of eq. 4). Also times both and records the
+        refinement's diagnostics (``val_*``: label-free for the pool; ``oracle_*``: reading
+        only, never used to select)."""
+        c, spec, batch = self.cfg, self.cfg.spec, self.cfg.eval_batch_size
+        x = self.x(unlabeled) if spec.needs else None
+        t0 = time.perf_counter()
+        q = build_pool(model, x, spec.needs, labeled_x=self.x(labeled.index),
+                       labeler=self.parts.labeler, generator=generator(c.seed, "augment", round_),
+                       batch_size=batch, samples=c.vwcc_samples) if spec.needs \
+            else Query(Pool(size=len(unlabeled)))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        rows = self.parts.selector.select(q.pool, c.query_size, generator(c.seed, "select", round_))
+        t2 = time.perf_counter()
+        rows = check_rows(rows, c.query_size, spec.selector)
+        extra = {"inference_seconds": t1 - t0, "selection_seconds": t2 - t1}
+        if q.refined is not None:
+            extra.update(diagnostics.refinement(self.data.y_train[unlabeled.to(self.device)],
+                                                q.pool.probs, q.pool.pseudo_labels, q.refined,
+                                                "oracle_"))
+            if len(val):
+                xv, yv = self.x(val), self.data.y_train[val.to(self.device)]
+                pv, _ = predict(model, xv, batch)
+                lv, rv = self.parts.labeler(model, xv, pv, generator(c.seed, "augment-val", round_),
+                                            batch)
+                extra.update(diagnostics.refinement(yv, pv, lv, rv, "val_"))
+        return unlabeled[rows], extra
 
     def evaluate(self, model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, float], dict]:
         """Metrics and reliability-diagram bins of ``model`` on (x, y)."""
         probs, _ = predict(model, x, self.cfg.eval_batch_size)
         return all_metrics(probs, y, self.cfg.ece_bins), reliability_bins(probs, y, self.cfg.ece_bins)
 
-    # ------------------------------------------------------------------ selection
-    def select(self, model, unlabeled: torch.Tensor, round_: int, *,
-               labeled: torch.Tensor | None = None, val: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, dict]:
-        """Pick b pool points (train-set indices) with this round's strategy.
-
-        Computes exactly what the selector ``needs``, then the diagnostics: refinement on the
-        validation split (``val_refined_*``, label-free for the pool, usable for choices) and
-        the pool's true labels (``oracle_*``, for reading only: never used to select)."""
-        c, dev = self.cfg, self.device
-        needs = self.selector.needs
-        x = self.data.x_train[unlabeled.to(dev)] if needs else None
-        pool = Pool(size=len(unlabeled))
-        t0 = time.perf_counter()
-        extra: dict[str, float] = {}
-        if needs & {"probs", "features", "pseudo_labels"}:
-            pool.probs, pool.features = predict(model, x, c.eval_batch_size,
-                                                features="features" in needs)
-        if "stochastic_probs" in needs:
-            pool.stochastic_probs = self.stochastic_probs(model, x)
-        labeled = torch.zeros(0, dtype=torch.long) if labeled is None else labeled
-        val = torch.zeros(0, dtype=torch.long) if val is None else val
-        if "labeled_features" in needs:
-            pool.labeled_features = (
-                predict(model, self.data.x_train[labeled.to(dev)], c.eval_batch_size,
-                        features=True)[1]
-                if len(labeled) else torch.zeros(0, model.feat_dim, device=dev))
-        refined = None
-        if "pseudo_labels" in needs:
-            pool.pseudo_labels, refined = self.labeler(
-                model, x, pool.probs, generator(c.seed, "augment", round_), c.eval_batch_size)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t1 = time.perf_counter()
-        rows = self.selector.select(pool, c.query_size, generator(c.seed, "select", round_))
-        t2 = time.perf_counter()
-        rows = rows.cpu()
-        if len(rows) != c.query_size or len(torch.unique(rows)) != len(rows):
-            raise RuntimeError(f"selector {c.spec.selector!r} returned {len(rows)} "
-                               f"indices ({len(torch.unique(rows))} distinct), "
-                               f"expected {c.query_size} distinct")
-        extra["inference_seconds"] = t1 - t0
-        extra["selection_seconds"] = t2 - t1
-        if refined is not None:
-            extra.update(self.refine_diagnostics(
-                model, x, self.data.y_train[unlabeled.to(dev)], pool.probs, pool.pseudo_labels,
-                refined, "oracle_"))
-            if len(val):
-                xv, yv = self.data.x_train[val.to(dev)], self.data.y_train[val.to(dev)]
-                pv, _ = predict(model, xv, c.eval_batch_size)
-                lv, rv = self.labeler(model, xv, pv, generator(c.seed, "augment-val", round_),
-                                      c.eval_batch_size)
-                extra.update(self.refine_diagnostics(model, xv, yv, pv, lv, rv, "val_"))
-        return unlabeled[rows], extra
-
-    def noise_diagnostics(self, model, labeled: LabeledSet) -> dict[str, float]:
-        """What the trained model does with the oracle's wrong labels in L: the fraction it
-        predicts as given (memorised) and as the true class (corrected). The oracle corrupts
-        exactly round(r·b) labels of every batch whatever the strategy picks, so robustness to
-        label noise (the paper's Fig. 6) shows here, not in how many wrong labels are bought."""
-        if not bool(labeled.wrong.any()):
-            return {}
-        idx = labeled.index[labeled.wrong]
-        probs, _ = predict(model, self.data.x_train[idx.to(self.device)], self.cfg.eval_batch_size)
-        pred = probs.argmax(dim=1).cpu()
-        given = labeled.label[labeled.wrong].cpu()
-        return {"oracle_wrong_memorised": (pred == given).double().mean().item(),
-                "oracle_wrong_corrected": (pred == self.y_cpu[idx]).double().mean().item()}
-
-    # ------------------------------------------------------------------ one round's record
     def measure(self, model, round_: int, fit, extra: dict[str, float], labeled: LabeledSet,
                 val: torch.Tensor, t0: float) -> tuple[dict[str, Any], dict[str, list]]:
         """The round's row (test and validation metrics, diagnostics, timings) and its
         reliability bins."""
-        c = self.cfg
-        extra = {**extra, **self.alpha_diagnostics(model, labeled.index),
-                 **self.noise_diagnostics(model, labeled)}
+        c, batch = self.cfg, self.cfg.eval_batch_size
+        wrong = labeled.index[labeled.wrong]
+        extra = {**extra, **diagnostics.alpha(model, self.x(labeled.index), c.vwcc_samples, batch),
+                 **diagnostics.wrong_labels(model, self.x(wrong), labeled.label[labeled.wrong],
+                                            self.y_cpu[wrong], batch)}
         metrics, rel = self.evaluate(model, self.data.x_test, self.data.y_test)
         if c.val_size:
-            vi = val.to(self.device)
-            vm, _ = self.evaluate(model, self.data.x_train[vi], self.data.y_train[vi])
+            vm, _ = self.evaluate(model, self.x(val), self.data.y_train[val.to(self.device)])
             metrics.update({f"val_{k}": v for k, v in vm.items()})
         row = records.round_row({
             "study": c.study, "dataset": c.dataset, "strategy": c.strategy, "seed": c.seed,
@@ -417,52 +339,6 @@ class Cell:
         }, validation=bool(c.val_size))
         bins = {"round": [round_] * len(rel["bin"]), **{k: v.tolist() for k, v in rel.items()}}
         return row, bins
-
-    def _eta_text(self, rows: list[dict[str, Any]]) -> str:
-        """Elapsed time and an ETA for the cell: seconds per label so far (training cost
-        grows with |L|) times the labels of the rounds still to come."""
-        c = self.cfg
-        done = sum(r["round_seconds"] for r in rows)
-        per_label = done / max(sum(r["labels"] for r in rows), 1)
-        last = rows[-1]["labels"]
-        todo = sum(last + c.query_size * i for i in range(1, c.rounds - rows[-1]["round"] + 1))
-        eta = per_label * todo
-        return f" elapsed {_hms(done)}" + (f" eta {_hms(eta)}" if todo else " done")
-
-    def _cap_text(self, row: dict[str, Any]) -> str:
-        """Say so when training stopped at max_epochs short of its target: every round is meant
-        to train to the same training accuracy (Ash et al. 2019), and a network that no longer
-        gets there (e.g. cross-entropy on the dropout network past ~4,000 Fashion-MNIST labels)
-        is under-fitted, which changes its accuracy and calibration."""
-        c = self.cfg
-        if row["train_epochs"] >= c.max_epochs and row["train_accuracy"] < c.target_train_accuracy:
-            return (f" (max_epochs reached: train acc {row['train_accuracy']:.3f}"
-                    f" < {c.target_train_accuracy:g})")
-        return ""
-
-    @staticmethod
-    def _diag_text(row: dict[str, Any]) -> str:
-        out = ""
-        if row["alpha_mean"] == row["alpha_mean"]:
-            out += f" alpha {_fmt(row['alpha_mean'])}"
-        if row["oracle_refined_fraction"] == row["oracle_refined_fraction"]:
-            out += (f" refined {_fmt(row['oracle_refined_fraction'])}"
-                    f" val-refined acc {_fmt(row['val_refined_accuracy'])}"
-                    f" vs argmax {_fmt(row['val_refined_argmax_accuracy'])}")
-        if row["oracle_wrong_memorised"] == row["oracle_wrong_memorised"]:
-            out += (f" wrong labels memorised {_fmt(row['oracle_wrong_memorised'])}"
-                    f" corrected {_fmt(row['oracle_wrong_corrected'])}")
-        return out
-
-    def _round_text(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-        c = self.cfg
-        sel_s = row["inference_seconds"] + row["selection_seconds"]
-        return (f"[{c.cell_id()}] round {row['round']:>3}/{c.rounds} labels {row['labels']:>6} "
-                f"acc {row['accuracy']:.4f} ece {row['ece']:.4f} nll {row['nll']:.3f} "
-                f"brier {row['brier']:.4f} epochs {row['train_epochs']:>3}{self._cap_text(row)}"
-                f"{self._diag_text(row)} "
-                f"train {row['train_seconds']:6.1f}s select {sel_s:5.1f}s "
-                f"total {row['round_seconds']:6.1f}s{self._eta_text(rows)}")
 
     def _start(self, state: CellState | None, seed_set: torch.Tensor):
         """Open the tracking run and the state: a new one on S, or the saved one with its
@@ -487,7 +363,7 @@ class Cell:
                  f"({len(state.labeled)} labels); finished rounds are not retrained")
         return state, model
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ Algorithm 1
     def run(self) -> pd.DataFrame:
         """Algorithm 1 for this cell, resuming after its last saved round: each round selects
         b points with the previous round's model, asks the oracle, adds them to L, retrains
@@ -503,34 +379,27 @@ class Cell:
                 self.log(f"[{c.cell_id()}] already finished ({len(state.rows)} rounds); nothing to do")
                 return state.table()
             self.store.write_config(c.to_dict())
-            seed_set, pool, val = split_pool(c, len(self.y_cpu))
+            seed_set, pool, val = split_pool(c, len(self.y_cpu))  # S, U and the validation split
             state, model = self._start(state, seed_set)
             for r in range(len(state.rows), c.rounds + 1):
                 t0, extra = time.perf_counter(), {}
                 if r > 0:
-                    query, extra = self.select(model, state.labeled.unlabeled(pool), r,
-                                               labeled=state.labeled.index, val=val)
+                    # pseudo-labels (refined where max p < τ), gradient embeddings, k-means++
+                    query, extra = self.query(model, state.labeled,
+                                              state.labeled.unlabeled(pool), val, r)
+                    # the oracle labels the batch (round(r·b) of them wrong when noisy)
                     given, wrong = noisy_labels(self.y_cpu[query], self.data.num_classes, c.noise,
                                                 generator(c.seed, "oracle", r))
                     state.labeled.add(query, given, wrong, r)
-                model, fit = self.fit(state.labeled.index, state.labeled.label, r)
+                # calibrated training on L from a fresh initialization
+                model, fit = self.train(state.labeled, r)
                 row, bins = self.measure(model, r, fit, extra, state.labeled, val, t0)
                 state.record(row, bins, model, finished=r == c.rounds)
                 self.store.save(state)
                 self.tracker.log_round(row)
-                self.log(self._round_text(row, state.rows))
+                self.log(diagnostics.round_text(row, state.rows, c, model.stochastic))
             self.tracker.finish()
         return state.table()
-
-
-def _hms(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-def _fmt(v: float) -> str:
-    return "-" if v != v else f"{v:.3f}"
 
 
 def run_cell(cfg: ExperimentConfig, out_dir: str | os.PathLike, **kw) -> pd.DataFrame:

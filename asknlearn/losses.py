@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from asknlearn import names as _names
 from asknlearn.models import SplitNet
 
 
@@ -41,6 +40,34 @@ def vwcc_alpha(probs_t: torch.Tensor) -> torch.Tensor:
     return (1.0 - bc.mean(dim=0)).clamp(0.0, 1.0)
 
 
+def lwcc_loss(logits: torch.Tensor, y: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """LWCC (eq. 3): mean_i [ℓ_ce^i + λ β_i D_KL(U || p_i)] of logits (N, K) and labels (N,),
+    with β_i = (1 − max_k p_ik)^{1[y_i = ŷ_i]} detached (a weight, not a path for gradients);
+    the mean instead of the sum so λ does not scale with the batch."""
+    log_p = F.log_softmax(logits, dim=-1)
+    beta = lwcc_beta(log_p.detach().exp(), y)
+    ce = F.nll_loss(log_p, y, reduction="none")
+    return (ce + lam * beta * kl_uniform(log_p)).mean()
+
+
+def vwcc_loss(logits_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """VWCC (eq. 2, Seo et al. 2019) of T stochastic inferences' logits (T, N, K) and labels
+    (N,): mean_i (1/T) Σ_t [(1 − α_i) ℓ_ce(p_t) + α_i D_KL(U || p_t)], α_i the normalized
+    variance of the T predictions, detached. Get ``logits_t`` from
+    ``SplitNet.stochastic_logits(x, T)`` (one T·B pass), or stack T forward passes in
+    training mode."""
+    if logits_t.dim() != 3:
+        from asknlearn.errors import ConfigError
+
+        raise ConfigError(f"vwcc_loss: logits_t has shape {tuple(logits_t.shape)}; valid: "
+                          "(T, N, K), T >= 2 stochastic inferences")
+    samples = logits_t.shape[0]
+    log_p = F.log_softmax(logits_t, dim=-1)
+    alpha = vwcc_alpha(log_p.detach().exp())
+    ce = -log_p.gather(-1, y.expand(samples, -1).unsqueeze(-1)).squeeze(-1)
+    return ((1.0 - alpha) * ce + alpha * kl_uniform(log_p)).mean()
+
+
 @dataclass(frozen=True)
 class CrossEntropy:
     name: str = "ce"
@@ -60,10 +87,7 @@ class LWCC:
 
     def __call__(self, model: SplitNet, x: torch.Tensor, y: torch.Tensor):
         logits = model(x)
-        log_p = F.log_softmax(logits, dim=-1)
-        beta = lwcc_beta(log_p.detach().exp(), y)
-        ce = F.nll_loss(log_p, y, reduction="none")
-        return (ce + self.lam * beta * kl_uniform(log_p)).mean(), logits
+        return lwcc_loss(logits, y, self.lam), logits
 
 
 @dataclass(frozen=True)
@@ -81,27 +105,15 @@ class VWCC:
 
     def __call__(self, model: SplitNet, x: torch.Tensor, y: torch.Tensor):
         logits_t = model.stochastic_logits(x, self.samples)  # (T, N, K)
-        log_p = F.log_softmax(logits_t, dim=-1)
-        alpha = vwcc_alpha(log_p.detach().exp())  # (N,)
-        ce = -log_p.gather(-1, y.expand(self.samples, -1).unsqueeze(-1)).squeeze(-1)  # (T, N)
-        loss = ((1.0 - alpha) * ce + alpha * kl_uniform(log_p)).mean()
-        return loss, logits_t.mean(dim=0)
-
-
-# name -> factory(lwcc_lambda, vwcc_samples); `stochastic` names the losses that need a network
-# with stochastic layers
-LOSSES = {
-    "ce": lambda lam, samples: CrossEntropy(),
-    "lwcc": lambda lam, samples: LWCC(lam),
-    "vwcc": lambda lam, samples: VWCC(samples),
-}
-STOCHASTIC_LOSSES = _names.STOCHASTIC_LOSSES  # one table of which losses are stochastic
+        return vwcc_loss(logits_t, y), logits_t.mean(dim=0)
 
 
 def build_loss(name: str, lwcc_lambda: float = 1.0, vwcc_samples: int = 5):
-    """The training objective ``name`` with its hyperparameters (λ of eq. 3, T of eq. 2)."""
-    from asknlearn.errors import ConfigError
+    """The training objective ``name`` (a :data:`asknlearn.catalogue.LOSSES` entry) with its
+    hyperparameters (λ of eq. 3, T of eq. 2)."""
+    from types import SimpleNamespace
 
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
-    return LOSSES[name](lwcc_lambda, vwcc_samples)
+    from asknlearn.catalogue import LOSSES, lookup
+
+    keys = SimpleNamespace(lwcc_lambda=lwcc_lambda, vwcc_samples=vwcc_samples)
+    return lookup(LOSSES, name, "loss").build(keys)

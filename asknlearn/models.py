@@ -205,7 +205,7 @@ def vgg16_bn_trunk(in_ch: int = 3, dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-# The built-in models' factories, declared by their entries in asknlearn.names.MODELS (which
+# The built-in models' factories, declared by their entries in asknlearn.catalogue.MODELS (which
 # also holds their input size and default dropout): called as a factory of your own is, with
 # the (C, H, W) shape and the dropout rate, returning (trunk, feature size).
 def mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
@@ -369,11 +369,11 @@ def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
                 dropout: float | None) -> SplitNet:
     """Build model ``name`` for inputs of ``shape`` = (C, H, W) with stochastic-layer rate
     ``dropout`` (0: the plain network): a built-in model (its entry in
-    :data:`asknlearn.names.MODELS` names its factory and input size) or your own factory,
+    :data:`asknlearn.catalogue.MODELS` names its factory and input size) or your own factory,
     ``"package.module:function"`` (``dropout`` None: the network's own rates). Both are built
     the same way (:func:`_build_factory`)."""
+    from asknlearn.catalogue import MODELS, is_model_factory
     from asknlearn.errors import ConfigError
-    from asknlearn.names import MODELS, is_model_factory
 
     if is_model_factory(name):
         return _build_factory(name, shape, num_classes, dropout)

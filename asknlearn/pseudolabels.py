@@ -73,10 +73,3 @@ class RefinedPseudoLabels:
         refined[low] = True
         return labels, refined
 
-
-# name -> factory(tau, k, augment, include_original)
-PSEUDO_LABELERS = {
-    "argmax": lambda tau, k, augment, include_original: ArgmaxPseudoLabels(),
-    "refine": lambda tau, k, augment, include_original: RefinedPseudoLabels(
-        tau, k, augment, include_original),
-}

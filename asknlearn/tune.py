@@ -35,6 +35,7 @@ from asknlearn.losses import build_loss, vwcc_alpha
 from asknlearn.metrics import all_metrics
 from asknlearn.models import build_model
 from asknlearn.pseudolabels import RefinedPseudoLabels
+from asknlearn.query import stochastic_probs
 from asknlearn.records import atomic_write
 
 DROPOUT_RATES = (0.1, 0.2, 0.3, 0.5)
@@ -60,11 +61,8 @@ def _train(data, cfg: ExperimentConfig, labeled, loss: str, dropout: float, augm
 def _alpha(model, x, t: int) -> float:
     if not model.stochastic:
         return float("nan")
-    model.eval()
-    with torch.no_grad():
-        pt = torch.cat([torch.softmax(model.stochastic_logits(x[s : s + 512], t), -1)
-                        for s in range(0, len(x), 512)], dim=1)
-    return vwcc_alpha(pt).mean().item()
+    # chunks of 512 images, T passes each (query.stochastic_probs)
+    return vwcc_alpha(stochastic_probs(model, x, t, 512 * t)).mean().item()
 
 
 def study(dataset: str, data_root: str | None, labels: list[int], seeds: list[int], val_size: int,

@@ -1,5 +1,5 @@
 """The package's extension points are declared once: a model is one entry of
-``asknlearn.names.MODELS`` (config resolution and ``build_model`` both read it), and the shared
+``asknlearn.catalogue.MODELS`` (config resolution and ``build_model`` both read it), and the shared
 numerical helpers equal their brute-force definitions."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from asknlearn import names
+from asknlearn import catalogue as names
 from asknlearn.errors import ConfigError
 from asknlearn.models import SplitNet, UserNet, build_model, mlp_trunk
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_ENTRY = '    "toy": ModelInfo("custom_nets:make_net", None, 0.4),\n'
 
-# Runs names.py with one entry added (the whole change a new model needs), then resolves a
+# Runs catalogue.py with one entry added (the whole change a new model needs), then resolves a
 # config and builds the network: config resolution must see the entry without importing torch
 # or the factory's module, and build_model must build it.
 _ONE_ENTRY = r"""
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import yaml
 
-src = Path("asknlearn/names.py").read_text()
+src = Path("asknlearn/catalogue.py").read_text()
 anchor = 'MODELS: dict[str, ModelInfo] = {\n'
 assert src.count(anchor) == 1, "the MODELS table moved: update tests/test_architecture.py"
-mod = types.ModuleType("asknlearn.names")
-mod.__file__ = "asknlearn/names.py"
-sys.modules["asknlearn.names"] = mod
+mod = types.ModuleType("asknlearn.catalogue")
+mod.__file__ = "asknlearn/catalogue.py"
+sys.modules["asknlearn.catalogue"] = mod
 exec(compile(src.replace(anchor, anchor + sys.argv[1]), mod.__file__, "exec"), mod.__dict__)
 
 from asknlearn.config import from_mapping
@@ -53,7 +53,7 @@ print(json.dumps({"loaded": loaded, "dropout": [plain.dropout, mc.dropout],
 """
 
 
-def test_a_model_is_one_entry_of_names():
+def test_a_model_is_one_entry_of_the_catalogue():
     r = subprocess.run([sys.executable, "-c", _ONE_ENTRY, TOY_ENTRY], capture_output=True,
                        text=True, timeout=300, cwd=ROOT,
                        env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PATH": "/usr/bin:/bin",
@@ -125,10 +125,3 @@ def test_adding_a_centre_lowers_distances_to_the_brute_force_minimum():
     assert d2[[7, 300, 42]].eq(0).all()
 
 
-def test_results_reads_the_row_schema_records_declares():
-    from asknlearn import records, results
-
-    assert list(records.REQUIRED_COLUMNS) == results.REQUIRED_COLUMNS
-    assert list(records.RELIABILITY_COLUMNS) == results.RELIABILITY_COLUMNS
-    assert list(records.CELL_KEYS) == results.CELL_KEYS
-    assert results.RELIABILITY_FILE == records.RELIABILITY_FILE

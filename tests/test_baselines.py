@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from asknlearn.baselines import (
-    BASELINE_SELECTORS,
+from asknlearn.catalogue import BASELINE_SELECTORS, SELECTORS, load
+from asknlearn.selectors import Pool
+from asknlearn.selectors.baselines import (
     BALDSelector,
     CoresetSelector,
     MarginSelector,
@@ -23,7 +24,6 @@ from asknlearn.baselines import (
     k_center_greedy,
     power_sample,
 )
-from asknlearn.strategies import Pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,17 +54,19 @@ def dense_k_center(x: torch.Tensor, centres: torch.Tensor, b: int) -> list[int]:
 
 # ---------------------------------------------------------------------------- contract
 def test_registry_and_needs():
-    assert set(BASELINE_SELECTORS) == {"margin", "coreset", "bald", "powerbald", "typiclust"}
-    assert MarginSelector.needs == {"probs"}
-    assert CoresetSelector.needs == TypiclustSelector.needs == {"features", "labeled_features"}
-    assert BALDSelector.needs == PowerBALDSelector.needs == {"stochastic_probs"}
+    assert set(BASELINE_SELECTORS) <= set(SELECTORS)
+    classes = {load(SELECTORS[n].factory) for n in BASELINE_SELECTORS}
+    assert classes == {MarginSelector, CoresetSelector, BALDSelector, PowerBALDSelector,
+                       TypiclustSelector}
+    # what each reads is its catalogue entry's needs (the loop computes exactly that)
+    assert SELECTORS["bald"].needs == SELECTORS["powerbald"].needs == {"stochastic_probs"}
 
 
 @pytest.mark.parametrize("name", list(BASELINE_SELECTORS))
 @pytest.mark.parametrize("b", [1, 13, 60])
 def test_each_selector_returns_b_distinct_int64_indices(name, b):
     pool = full_pool()
-    picked = BASELINE_SELECTORS[name]().select(pool, b, torch.Generator().manual_seed(1))
+    picked = load(SELECTORS[name].factory)().select(pool, b, torch.Generator().manual_seed(1))
     assert picked.dtype == torch.int64 and picked.device.type == "cpu"
     assert picked.shape == (b,)
     assert len(set(picked.tolist())) == b
@@ -73,10 +75,10 @@ def test_each_selector_returns_b_distinct_int64_indices(name, b):
 
 @pytest.mark.parametrize("name", list(BASELINE_SELECTORS))
 def test_bad_b_and_missing_fields_are_clear_errors(name):
-    sel = BASELINE_SELECTORS[name]()
+    sel = load(SELECTORS[name].factory)()
     with pytest.raises(ValueError, match="b=61 must be in 1..60"):
         sel.select(full_pool(), 61, torch.Generator())
-    field = sorted(sel.needs - {"labeled_features"})[0]
+    field = sorted(SELECTORS[name].needs - {"labeled_features"})[0]
     pool = full_pool()
     setattr(pool, field, None)
     with pytest.raises(ValueError, match=f"pool.{field} is missing"):

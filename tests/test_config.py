@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asknlearn import names
+from asknlearn import catalogue
 from asknlearn.config import (
     RUNTIME_KEYS,
     WORKFLOW_KEYS,
@@ -31,7 +31,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
 
 
 def test_config_and_strategies_import_without_torch():
-    code = ("import sys, asknlearn.config, asknlearn.strategies, asknlearn.names;"
+    code = ("import sys, asknlearn.config, asknlearn.strategies, asknlearn.catalogue;"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
@@ -48,7 +48,7 @@ def test_workflow_schema_experiment_properties_are_the_declared_keys():
     assert props["budget"]["type"] == ["integer", "null"]
     # the schema takes any entry name or "pkg.mod:fn" (a new MODELS entry needs no schema
     # regeneration); the pre-flight resolve of every cell names the valid models
-    assert props["model"]["pattern"] == names.MODEL_NAME_PATTERN
+    assert props["model"]["pattern"] == catalogue.MODEL_NAME_PATTERN
     assert re.match(props["model"]["pattern"], "lenet") and re.match(props["model"]["pattern"], "a.b:f")
     assert not re.match(props["model"]["pattern"], "rm -rf /")
     with pytest.raises(ConfigError, match="model='lenet' is not valid; valid: mlp, resnet18"):
@@ -118,21 +118,28 @@ def test_per_dataset_defaults_are_entry_fields():
     assert "budget" not in given.chosen_defaults()
 
 
-def test_names_agree_with_the_factories():
-    from asknlearn import data, losses, models, pseudolabels
-    from asknlearn.strategies import STRATEGIES
+def test_every_catalogue_entry_builds_and_takes_real_config_keys():
+    """Each part's factory resolves, and every config key an entry takes is an ExperimentConfig
+    key its factory accepts: a misspelled key in an entry fails here, not in a cell."""
+    import inspect
 
-    for entry in names.MODELS.values():  # one entry declares a model; its factory resolves
-        assert names.is_model_factory(entry.factory) and models.factory_takes_dropout(entry.factory)
-    assert set(names.LOSSES) == set(losses.LOSSES)
-    assert set(losses.STOCHASTIC_LOSSES) == {"vwcc"}
-    assert set(names.PSEUDO_LABELERS) == set(pseudolabels.PSEUDO_LABELERS)
-    assert {d.loader for d in names.DATASETS.values()} <= set(data.LOADERS)
-    for info in names.DATASETS.values():
-        assert info.default_model in names.MODELS
+    from asknlearn import catalogue, data, models
+    from asknlearn.config import ExperimentConfig
+
+    fields_ = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    for entry in catalogue.MODELS.values():  # one entry declares a model; its factory resolves
+        assert catalogue.is_model_factory(entry.factory) and models.factory_takes_dropout(entry.factory)
+    for table in (catalogue.LOSSES, catalogue.PSEUDO_LABELERS, catalogue.SELECTORS):
+        for name, entry in table.items():
+            params = inspect.signature(catalogue.load(entry.factory)).parameters
+            assert set(entry.keys) <= set(params), name
+            assert set(entry.keys.values()) <= fields_, name
+    for entry in catalogue.METRICS.values():
+        assert callable(catalogue.load(entry.factory))
+    assert {d.loader for d in catalogue.DATASETS.values()} <= set(data.LOADERS)
+    for info in catalogue.DATASETS.values():
+        assert info.default_model in catalogue.MODELS
         assert info.budget % info.query_size == 0
-    for spec in STRATEGIES.values():
-        spec.validate("x")
 
 
 def test_custom_strategy_definition_is_pruned_to_the_cells_own():

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 import asknlearn
-from asknlearn import names
+from asknlearn import userdata as names
 from asknlearn.cli import main as cli_main
 from asknlearn.config import ExperimentConfig
 from asknlearn.data import load_dataset

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from asknlearn import names
+from asknlearn import catalogue as names
 from asknlearn.errors import ConfigError
 from asknlearn.estimate import RateMeter, Rates, estimate_study, load_workflow_config
 

@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
+from asknlearn import diagnostics
 from asknlearn.augment import Augment
 from asknlearn.config import ExperimentConfig
-from asknlearn.loop import Cell
+from asknlearn.loop import Cell, LabeledSet
 from asknlearn.metrics import all_metrics
 from asknlearn.models import MCDropout, StochasticDepth, build_model, mc_sampling
 from asknlearn.pseudolabels import RefinedPseudoLabels
@@ -82,15 +83,15 @@ def test_vwcc_alpha_on_default_config_is_clearly_above_zero(digits, tmp_path):
     cell = Cell(cfg, tmp_path, data=digits)
     assert cell.cfg.dropout > 0
     labeled = torch.arange(200)
-    model, _ = cell.fit(labeled, digits.y_train[labeled], 0)
-    diag = cell.alpha_diagnostics(model, labeled)
+    model, _ = cell.train(LabeledSet.seed(labeled, digits.y_train[labeled]), 0)
+    diag = diagnostics.alpha(model, cell.x(labeled), cell.cfg.vwcc_samples, 4096)
     assert diag["alpha_mean"] > 0.01, diag
     assert diag["alpha_p90"] >= diag["alpha_median"] > 0
     # the plain network of BADGE has no α to report
     plain = Cell(dataclasses.replace(cfg, strategy="badge"), tmp_path / "b", data=digits)
     assert plain.cfg.dropout == 0.0
-    m2, _ = plain.fit(labeled, digits.y_train[labeled], 0)
-    assert plain.alpha_diagnostics(m2, labeled) == {}
+    m2, _ = plain.train(LabeledSet.seed(labeled, digits.y_train[labeled]), 0)
+    assert diagnostics.alpha(m2, plain.x(labeled), 5, 4096) == {}
 
 
 def test_badge_dropout_control_uses_the_vwcc_network(digits, tmp_path):
@@ -150,15 +151,12 @@ def test_metrics_of_nan_outputs_are_nan_not_zero():
     assert all(math.isnan(v) for v in m.values())
 
 
-def test_refine_diagnostics_use_the_refined_subset_only(digits, tmp_path):
-    cfg = ExperimentConfig(dataset="digits", strategy="ask-n-learn-lwcc", seed_size=20,
-                           query_size=20, budget=20, threads=1, tracking=False)
-    cell = Cell(cfg, tmp_path, data=digits)
+def test_refine_diagnostics_use_the_refined_subset_only():
     y = torch.tensor([0, 1, 2, 3])
     probs = torch.tensor([[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0], [0.6, 0, 0.4, 0], [0, 0, 0.5, 0.5]])
     refined = torch.tensor([False, False, True, True])
     labels = torch.tensor([0, 0, 2, 2])  # row 1 keeps a wrong-ish label outside the subset
-    d = cell.refine_diagnostics(None, None, y, probs, labels, refined, "val_")
+    d = diagnostics.refinement(y, probs, labels, refined, "val_")
     assert d["val_refined_fraction"] == 0.5
     # on the refined rows 2, 3: argmax gives 0 (wrong) and 2 (wrong); refined gives 2 (right), 2 (wrong)
     assert d["val_refined_argmax_accuracy"] == 0.0

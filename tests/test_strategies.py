@@ -8,7 +8,7 @@ import torch
 from asknlearn.augment import Augment
 from asknlearn.config import ExperimentConfig
 from asknlearn.errors import ConfigError
-from asknlearn.loop import Cell
+from asknlearn.loop import Cell, LabeledSet
 from asknlearn.oracle import noisy_labels
 from asknlearn.pseudolabels import RefinedPseudoLabels
 from asknlearn.strategies import STRATEGIES, resolve_strategy
@@ -19,9 +19,10 @@ def test_each_strategy_returns_b_distinct_pool_indices(name, digits, tmp_path):
     cfg = ExperimentConfig(dataset="digits", strategy=name, seed_size=30, query_size=25,
                            budget=25, max_epochs=5, threads=1, tracking=False, k_aug=3)
     cell = Cell(cfg, tmp_path, data=digits)
-    model, _ = cell.fit(torch.arange(30), digits.y_train[:30], 0)
+    labeled = LabeledSet.seed(torch.arange(30), digits.y_train[:30])
+    model, _ = cell.train(labeled, 0)
     pool = torch.arange(30, 400)
-    picked, extra = cell.select(model, pool, 1)
+    picked, extra = cell.query(model, labeled, pool, torch.zeros(0, dtype=torch.long), 1)
     assert len(picked) == 25
     assert len(set(picked.tolist())) == 25
     assert set(picked.tolist()) <= set(pool.tolist())
@@ -32,9 +33,10 @@ def test_uncertainty_selectors_pick_the_least_confident(digits, tmp_path):
     cfg = ExperimentConfig(dataset="digits", strategy="confidence", seed_size=30,
                            query_size=10, budget=10, max_epochs=5, threads=1, tracking=False)
     cell = Cell(cfg, tmp_path, data=digits)
-    model, _ = cell.fit(torch.arange(30), digits.y_train[:30], 0)
+    labeled = LabeledSet.seed(torch.arange(30), digits.y_train[:30])
+    model, _ = cell.train(labeled, 0)
     pool = torch.arange(30, 500)
-    picked, _ = cell.select(model, pool, 1)
+    picked, _ = cell.query(model, labeled, pool, torch.zeros(0, dtype=torch.long), 1)
     from asknlearn.inference import predict
 
     conf = predict(model, digits.x_train[pool])[0].max(1).values
@@ -114,7 +116,8 @@ def test_config_defined_strategy_composes_parts():
 
 def test_score_selectors_share_one_top_k():
     """Confidence and entropy differ only in their score: both take the b best rows of it."""
-    from asknlearn.strategies import ConfidenceSelector, EntropySelector, Pool, ScoreSelector
+    from asknlearn.selectors import Pool
+    from asknlearn.selectors.simple import ConfidenceSelector, EntropySelector, ScoreSelector
 
     probs = torch.softmax(torch.randn(200, 10, generator=torch.Generator().manual_seed(0)), 1)
     pool, g = Pool(size=200, probs=probs), torch.Generator()
@@ -128,15 +131,16 @@ def test_score_selectors_share_one_top_k():
 
 @pytest.mark.parametrize("name", ["badge", "ask-n-learn-lwcc", "ask-n-learn-vwcc", "entropy"])
 def test_build_gives_the_strategys_parts(name):
+    from asknlearn.catalogue import SELECTORS, load
     from asknlearn.losses import LWCC, VWCC, CrossEntropy
     from asknlearn.pseudolabels import ArgmaxPseudoLabels
-    from asknlearn.strategies import SELECTORS
+    from asknlearn.strategies import build_parts
 
     cfg = ExperimentConfig(dataset="digits", strategy=name, tau=0.7, k_aug=4).resolve()
     spec = cfg.spec
-    parts = spec.build(cfg)
+    parts = build_parts(spec, cfg)
     assert isinstance(parts.loss, {"ce": CrossEntropy, "lwcc": LWCC, "vwcc": VWCC}[spec.loss])
-    assert isinstance(parts.selector, SELECTORS[spec.selector])
+    assert isinstance(parts.selector, load(SELECTORS[spec.selector].factory))
     assert parts.augment == Augment(1, False)  # digits' 1-pixel shift, from its dataset entry
     if spec.pseudo_labels == "refine":
         assert isinstance(parts.labeler, RefinedPseudoLabels)
