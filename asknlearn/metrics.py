@@ -52,16 +52,13 @@ def brier(probs: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def all_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, float]:
-    """accuracy, ECE, NLL and Brier of ``probs`` (N, K) against labels ``y``.
+    """Every catalogue metric (accuracy, ECE, NLL, Brier) of ``probs`` (N, K) against ``y``.
 
     A model that outputs NaN/inf anywhere gets NaN for every metric: never a perfect-looking
     ECE of 0 or the accuracy of an argmax over NaNs."""
+    from asknlearn.catalogue import METRICS, load
+
     if not bool(torch.isfinite(probs).all()):
-        nan = float("nan")
-        return {"accuracy": nan, "ece": nan, "nll": nan, "brier": nan}
-    return {
-        "accuracy": accuracy(probs, y),
-        "ece": ece(probs, y, bins),
-        "nll": nll(probs, y),
-        "brier": brier(probs, y),
-    }
+        return dict.fromkeys(METRICS, float("nan"))
+    return {name: load(m.factory)(probs, y, bins) if m.bins else load(m.factory)(probs, y)
+            for name, m in METRICS.items()}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asknlearn import catalogue
 from asknlearn.naming import NOISE_RESOLUTION
 from asknlearn.records import atomic_write
 from asknlearn.results import (
@@ -166,13 +167,12 @@ class PlotConfig:
         return list(self.strategies)
 
     def unit(self, metric: str) -> tuple[float, str]:
-        """(scale, axis label) of ``metric``: accuracy and ECE are rates, shown in the
-        configured unit; NLL is in nats; the Brier score sums over classes (0 to 2)."""
-        pct = self.accuracy_unit == "percent"
-        rate = (100.0, "%") if pct else (1.0, "fraction")
-        scale, unit = {"accuracy": rate, "ece": rate, "nll": (1.0, "nats"),
-                       "brier": (1.0, "0–2")}[metric]
-        return scale, f"{METRICS[metric]} ({unit})"
+        """(scale, axis label) of ``metric``, from its catalogue entry; ``accuracy_unit:
+        fraction`` shows the rates (the metrics in %) as fractions instead."""
+        m = catalogue.METRICS[metric]
+        if m.unit == "%" and self.accuracy_unit == "fraction":
+            return 1.0, f"{m.display} (fraction)"
+        return m.scale, m.label()
 
 
 @contextmanager
@@ -350,7 +350,10 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
             n = int(b["count"].sum())
             ece = float((b["count"] * (b["acc"] - b["conf"]).abs()).sum() / n) if n else math.nan
             seeds = sel.loc[sel["strategy"] == strat, "seed"].nunique()
-            ax.set_title(f"{st.label}\nECE {ece:.3f}, n = {n}, {seeds} seeds")
+            # ECE in the unit of the curves' ECE panel (the catalogue's, or fraction)
+            m = catalogue.METRICS["ece"]
+            ece_text = f"{m.format(ece)}{m.unit}" if cfg.unit("ece")[0] == m.scale else f"{ece:.4f}"
+            ax.set_title(f"{st.label}\nECE {ece_text}, n = {n}, {seeds} seeds")
             axc.bar(b["lower"], b["count"], width=width, align="edge", color=st.colour,
                     edgecolor="white", linewidth=0.4)
             axc.set(xlim=(0, 1), yscale="log", ylim=(0.8, top * 1.5))

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asknlearn.catalogue import METRICS
 from asknlearn.errors import AskNLearnError, ConfigError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ STATE_FORMAT = "asknlearn-cell-state/1"
 CELL_KEYS = ("study", "dataset", "strategy", "seed", "noise")
 TEXT_COLUMNS = ("study", "dataset", "strategy")  # every other column of a table is a number
 META_COLUMNS = (*CELL_KEYS, "round", "labels")
-TEST_METRICS = ("accuracy", "ece", "nll", "brier")  # section 4.1's four, on the test set
+TEST_METRICS = tuple(METRICS)  # the catalogue's metrics (section 4.1's four), on the test set
 VAL_METRICS = tuple(f"val_{m}" for m in TEST_METRICS)  # the same on the validation split
 TRAIN_COLUMNS = ("train_epochs", "train_accuracy")
 TIMING_COLUMNS = ("train_seconds", "inference_seconds", "selection_seconds", "round_seconds")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asknlearn import records
+from asknlearn import catalogue, records
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import NOISE_RESOLUTION
 from asknlearn.records import atomic_write
@@ -27,8 +28,8 @@ CELL_KEYS = list(records.CELL_KEYS)
 REQUIRED_COLUMNS = list(records.REQUIRED_COLUMNS)
 RELIABILITY_FILE = records.RELIABILITY_FILE
 RELIABILITY_COLUMNS = list(records.RELIABILITY_COLUMNS)
-# the paper's four metrics, in its order, with their names in tables
-METRICS = {"accuracy": "test accuracy", "ece": "ECE", "nll": "NLL", "brier": "Brier score"}
+# the catalogue's metrics (the paper's four, in its order) with their names in tables
+METRICS = {name: m.display for name, m in catalogue.METRICS.items()}
 
 
 class ReportError(AskNLearnError):
@@ -207,12 +208,18 @@ def summarize(df: pd.DataFrame, target: float,
     return s
 
 
-def _pm(mean: float, sd: float, digits: int = 3) -> str:
+def _pm(mean: float, sd: float, digits: int = 3, scale: float = 1.0) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
     if sd is None or (isinstance(sd, float) and math.isnan(sd)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}"
+
+
+def _metric_pm(metric: str, mean: float, sd: float) -> str:
+    """mean ± sd of ``metric`` in its catalogue unit and digits."""
+    m = catalogue.METRICS[metric]
+    return _pm(mean, sd, m.digits, m.scale)
 
 
 def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) -> str:
@@ -223,23 +230,24 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
              f"{target:g} (mean over the seeds that reach it; reached k/n). Δ: paired by seed, "
              "strategy minus reference.", ""]
     for (ds, noise), g in s.groupby(["dataset", "noise"], sort=False):
-        head = ["strategy", "n", "AULC", f"labels to {target:g}", "final acc", "final ECE",
-                "final NLL", "final Brier", "wall min/cell"]
+        head = ["strategy", "n", "AULC", f"labels to {target:g}",
+                *(f"final {m.display} ({m.unit})" for m in catalogue.METRICS.values()),
+                "wall min/cell"]
+        acc_unit = catalogue.METRICS["accuracy"].unit
         for ref in references:
-            head += [f"ΔAULC vs {ref}", f"Δacc vs {ref}"]
+            head += [f"ΔAULC vs {ref}", f"Δacc ({acc_unit}) vs {ref}"]
         lines += [f"## {ds}, oracle noise {noise:g} (final labels {int(g['final_labels'].max())})", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in g.iterrows():
             cells = [r["strategy"], str(r["n_seeds"]), _pm(r["aulc_mean"], r["aulc_sd"]),
                      f"{_pm(r['labels_to_target_mean'], r['labels_to_target_sd'], 0)} "
                      f"({r['reached_target']}/{r['n_seeds']})"]
-            cells += [_pm(r[f"final_{m}_mean"], r[f"final_{m}_sd"], 4 if m == "ece" else 3)
-                      for m in METRICS]
+            cells += [_metric_pm(m, r[f"final_{m}_mean"], r[f"final_{m}_sd"]) for m in METRICS]
             cells.append(_pm(r.get("wall_minutes_mean", math.nan), r.get("wall_minutes_sd", math.nan), 1))
             for ref in references:
-                for v in ("aulc", "final_accuracy"):
+                for v, fmt in (("aulc", _pm), ("final_accuracy", partial(_metric_pm, "accuracy"))):
                     col = f"delta_{v}_vs_{ref}"
-                    cells.append(_pm(r.get(f"{col}_mean", math.nan), r.get(f"{col}_sd", math.nan))
+                    cells.append(fmt(r.get(f"{col}_mean", math.nan), r.get(f"{col}_sd", math.nan))
                                  if f"{col}_mean" in r else "—")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -289,14 +297,14 @@ def at_labels_markdown(df: pd.DataFrame, labels: Sequence[int], reference: str =
     t = paired_at_labels(df, labels, reference)
     for (ds, noise), d in t.groupby(["dataset", "noise"], sort=False):
         lines += [f"### {ds}, oracle noise {noise:g}", "",
-                  "| strategy | labels | " + " | ".join(f"{METRICS[m]} | Δ{m}" for m in METRICS) + " |",
+                  "| strategy | labels | " + " | ".join(f"{catalogue.METRICS[m].label()} | Δ{m}"
+                                                      for m in METRICS) + " |",
                   "|---|---|" + "---|---|" * len(METRICS)]
         for (strategy, x), g in d.groupby(["strategy", "labels"], sort=False):
             cells = [strategy, str(x)]
             for r in g.set_index("metric").loc[list(METRICS)].itertuples():
-                digits = 4 if r.Index == "ece" else 3
-                cells.append(_pm(r.mean, r.sd, digits))
-                cells.append(_pm(r.delta_mean, r.delta_sd, digits) if r.n_pairs else "—")
+                cells.append(_metric_pm(r.Index, r.mean, r.sd))
+                cells.append(_metric_pm(r.Index, r.delta_mean, r.delta_sd) if r.n_pairs else "—")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

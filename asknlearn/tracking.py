@@ -55,13 +55,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from asknlearn.catalogue import METRICS
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import noise_token
 from asknlearn.records import METRIC_COLUMNS
 
 # the row columns logged as metrics come from the records schema (``round`` is not one: the
 # step already is labels)
-TEST_METRICS = ("accuracy", "ece", "nll", "brier")
 CELL_TAG = "asknlearn.cell"
 STUDY_TAG = "asknlearn.study_run"  # on a study's parent run: the study's name
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
@@ -102,11 +102,11 @@ def _drop_retried_db_errors(record: logging.LogRecord) -> bool:
 
 def metric_name(column: str) -> str:
     """The MLflow name of a per-round column, grouped the way the MLflow UI sections names by
-    their prefix: ``test/`` for the test-set metrics, ``val/`` for ``val_*``, ``time/`` for
+    their prefix: the catalogue's group for its metrics (``test/``), ``val/`` for ``val_*``, ``time/`` for
     ``*_seconds``, ``train/`` for ``train_*`` and ``diag/`` for every other diagnostic. A
     function of the name, so a new column gets its group without a table to update."""
-    if column in TEST_METRICS:
-        return f"test/{column}"
+    if column in METRICS:
+        return f"{METRICS[column].group}/{column}"
     if column.startswith("val_"):
         return f"val/{column[4:]}"
     if column.endswith("_seconds"):

@@ -20,8 +20,8 @@ def test_at_labels_table_pairs_by_seed():
     line = next(s for s in md.splitlines() if s.startswith("| ask-n-learn-lwcc | 1100"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     # accuracy 0.75 / 0.85 over seeds; paired difference exactly 0.05 with sd 0
-    assert cells[2] == "0.800 ± 0.071"
-    assert cells[3] == "0.050 ± 0.000"
+    assert cells[2] == "80.00 ± 7.07"  # accuracy in %, its catalogue unit
+    assert cells[3] == "5.00 ± 0.00"
     assert "| 9999 |" not in md  # label counts that no round has are skipped
     assert next(s for s in md.splitlines() if s.startswith("| badge | 1100")).count("—") == 4
 

@@ -136,18 +136,19 @@ def test_paper_config_dry_run(dry_dir, cfg_file):
     proc = snakemake(dry_dir, "-n", "--configfile", str(cfg_file))
     cfg = effective_config(cfg_file)
     assert job_counts(proc.stdout) == expected_jobs(cfg)
-    # 6 strategies × 3 seeds per dataset and noise level, as in the paper (the ablation adds
-    # its controls to the paper's six)
-    assert set(PAPER_SIX) <= set(cfg["strategies"]) and cfg["seeds"] == [0, 1, 2]
+    # the figures: the paper's 6 strategies × 3 seeds per dataset and noise level; the
+    # ablations: BADGE and both Ask-n-Learn variants with their controls
     if cfg_file.stem.startswith("fig"):
-        assert len(cfg["strategies"]) == 6
+        assert list(cfg["strategies"]) == list(PAPER_SIX) and cfg["seeds"] == [0, 1, 2]
+    else:
+        assert {"badge", "ask-n-learn-lwcc", "ask-n-learn-vwcc"} <= set(cfg["strategies"])
     assert cfg["experiment"]["seed_size"] == 100 and cfg["experiment"]["lr"] == 0.001
 
 
 def test_paper_configs_cover_the_figures():
     stems = {p.stem for p in PAPER_CONFIGS}
     assert stems == {"fig2_mnist", "fig3_fashion_mnist", "fig4_cifar10", "fig5_svhn", "fig6_cifar10_noise",
-                     "ablation_fashion_mnist"}
+                     "ablation_fashion_mnist", "ablation_fashion_mnist_noise"}
     fig4 = effective_config(ROOT / "config/paper/fig4_cifar10.yaml")
     assert fig4["experiment"]["query_size"] == 5000 and fig4["experiment"]["model"] == "resnet18"
     assert effective_config(ROOT / "config/paper/fig5_svhn.yaml")["experiment"]["model"] == "vgg16"
