@@ -17,8 +17,10 @@ is a file of the cell folder logged under its own name (a re-log replaces it).
 
 What a cell's run holds:
 
-- params: the cell's config, less machine-specific paths (``tracking_uri``, ``data_root``),
-  which go to tags, so two machines' runs of one cell compare cleanly;
+- params: the cell's config, less its runtime keys (``config.RUNTIME_KEYS``: device,
+  threads, paths, ...), which go to tags (``asknlearn.runtime.threads``; the paths as
+  ``asknlearn.data_root``/``tracking_uri``) and are updated by a resume on another machine, so
+  two machines' runs of one cell compare cleanly;
 - metrics: every column of ``METRIC_COLUMNS`` under a grouped name (``metric_name``:
   ``test/accuracy``, ``val/ece``, ``time/train_seconds``, ``train/epochs``,
   ``diag/pseudo_label_accuracy``), at step = labels;
@@ -56,6 +58,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asknlearn.catalogue import METRICS
+from asknlearn.config import RUNTIME_KEYS
 from asknlearn.errors import AskNLearnError
 from asknlearn.naming import noise_token
 from asknlearn.records import METRIC_COLUMNS
@@ -69,9 +72,11 @@ PARENT_ENV = "ASKNLEARN_PARENT_RUN_ID"  # overrides the parent found by its tag
 SYSTEM_METRICS_ENV = "ASKNLEARN_SYSTEM_METRICS"
 # the files of a cell folder a cell's run carries as artifacts
 CELL_ARTIFACTS = ("config.yaml", "rounds.csv", "queries.csv", "reliability.csv")
-# keys of the resolved config.yaml that are not params: not config fields, or paths of one
-# machine (they go to tags instead)
-_NON_PARAM_KEYS = {"version", "tracking_uri", "data_root"}
+# keys of the resolved config.yaml that are not params: not config fields, or the runtime keys
+# (device, threads, paths, ...), which change nothing a cell computes and may change on a
+# resume on another machine: they are tags, updated by every start
+_NON_PARAM_KEYS = {"version"} | RUNTIME_KEYS
+RUNTIME_TAG = "asknlearn.runtime."  # + key
 
 T = TypeVar("T")
 
@@ -261,6 +266,13 @@ def cell_tags(cfg: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def runtime_tags(cfg: dict[str, Any]) -> dict[str, str]:
+    """The runtime keys this process runs with (``asknlearn.runtime.threads``, ...), as tags:
+    a resume on another machine replaces them; the paths are :func:`path_tags`."""
+    return {f"{RUNTIME_TAG}{k}": str(cfg[k]) for k in sorted(RUNTIME_KEYS - {"tracking_uri", "data_root"})
+            if k in cfg}
+
+
 def path_tags(cfg: dict[str, Any], resolve: bool = False) -> dict[str, str]:
     """The machine-specific config values as tags (never params): the tracking URI and the
     data root (with ``resolve``, the absolute root this process reads, the default included)."""
@@ -407,7 +419,7 @@ def ensure_run(client, exp_id: str, cfg: dict[str, Any], run_id: str | None = No
     # machine paths as the config has them only where the run has none (a backfill must not
     # replace the absolute ones the cell's own process logged)
     want = {**{k: v for k, v in path_tags(cfg).items() if created or k not in run.data.tags},
-            **cell_tags(cfg), **(tags or {})}
+            **runtime_tags(cfg), **cell_tags(cfg), **(tags or {})}
     parent = parent or parent_run_id(client, exp_id, str(cfg["study"]))
     if parent:
         want[PARENT_TAG] = parent
@@ -418,8 +430,8 @@ def ensure_run(client, exp_id: str, cfg: dict[str, Any], run_id: str | None = No
         todo = [RunTag(k, v) for k, v in want.items() if run.data.tags.get(k) != v]
         if todo:
             retry(lambda: client.log_batch(run.info.run_id, tags=todo))
-    # params are write-once in MLflow: log only the missing ones, so a resume whose runtime
-    # keys (threads, device, ...) differ, or a retry, never conflicts
+    # params are write-once in MLflow: log only the missing ones, so a retry never conflicts
+    # (the runtime keys, which may differ on a resume, are tags)
     have = run.data.params
     params = [Param(k, str(v)[:6000]) for k, v in sorted(cfg.items())
               if k not in _NON_PARAM_KEYS and k not in have]

@@ -199,7 +199,8 @@ def test_finished_cell_run_holds_names_tags_artifacts_and_its_study_parent(serve
     assert not keys & {"round", "accuracy", "ece"}
     # provenance, and machine paths as tags, never params
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert "tracking_uri" not in params and "data_root" not in params and params["device"] == "auto"
+    assert not params.keys() & {"tracking_uri", "data_root", "device", "threads", "tracking"}
+    assert t["asknlearn.runtime.device"] == "auto" and t["asknlearn.runtime.threads"] == "1"
     assert t["asknlearn.tracking_uri"] == server
     assert t["asknlearn.data_root"] == str(Path("data").resolve())
     assert t["asknlearn.device"] == ("cuda:0" if tracking.provenance_tags()["asknlearn.device"]
@@ -246,10 +247,14 @@ def test_sigterm_ends_the_run_killed_and_a_resume_finishes_the_same_run(server, 
     assert killed["info"]["status"] == "KILLED"
     assert (out / "state.pt").exists()
 
-    r = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert tags(killed)["asknlearn.runtime.threads"] == "1"
+    # resumed "on another machine": a runtime key differs, and its tag follows (never a param)
+    r = subprocess.run([*cmd, "--threads", "2"], env=child_env(), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     run = the_run(server, "term")
     assert run["info"]["run_id"] == killed["info"]["run_id"]  # the same run, continued
+    assert tags(run)["asknlearn.runtime.threads"] == "2"
     assert run["info"]["status"] == "FINISHED"
     table = pd.read_csv(out / "rounds.csv")
     assert len(table) == 11
