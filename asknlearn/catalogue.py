@@ -79,7 +79,7 @@ _MNIST_FILES = (
 )
 
 # Augmentation defaults per dataset family, chosen on a validation split held out of the
-# Fashion-MNIST pool for the MNIST family (docs/hyperparameters.md, `python -m asknlearn.tune`);
+# Fashion-MNIST pool for the MNIST family (docs/hyperparameters.md, `asknlearn tune`);
 # the standard label-preserving ones for the others: crop + flip for CIFAR-10, crop without flip
 # for SVHN.
 FAMILY_AUGMENT = {

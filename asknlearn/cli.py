@@ -369,6 +369,45 @@ def _estimate(args: argparse.Namespace) -> int:
     return estimate.main(args)
 
 
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    from asknlearn.tune import add_args
+
+    add_args(p)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from asknlearn import tune  # imports torch: only when the command runs
+
+    return tune.run(args)
+
+
+def _ablation_args(p: argparse.ArgumentParser) -> None:
+    from asknlearn.ablation import add_args
+
+    add_args(p)
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from asknlearn import ablation
+
+    return ablation.run(args)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schema", nargs="?", const="", default=None, metavar="PATH",
+                   help="rewrite the experiment part of the workflow schema from the config "
+                        "declarations (default: workflow/schemas/config.schema.yaml)")
+
+
+def _config(args: argparse.Namespace) -> int:
+    from asknlearn.config import write_schema
+
+    if args.schema is None:
+        raise ConfigError("asknlearn config: nothing to do; valid: --schema [PATH]")
+    write_schema(args.schema or None)
+    return 0
+
+
 # ---------------------------------------------------------------------------- the table
 def _no_args(p: argparse.ArgumentParser) -> None:
     """A command without flags."""
@@ -401,6 +440,12 @@ COMMANDS: dict[str, Command] = {
                          "paired deltas", _summarize, _summarize_args),
     "estimate": Command("print each study's expected GPU-hours (or CPU hours) and wall time",
                         _estimate, _estimate_args),
+    "ablation": Command("the mechanisms' ablation tables (and figure) of a study's cells",
+                        _ablation, _ablation_args),
+    "tune": Command("the validation-split study of dropout, tau and k (docs/hyperparameters.md)",
+                    _tune, _tune_args),
+    "config": Command("regenerate the workflow schema's experiment keys (--schema)",
+                      _config, _config_args),
 }
 
 

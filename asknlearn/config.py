@@ -35,6 +35,7 @@ from asknlearn.catalogue import (
     MODEL_NAME_PATTERN,
     MODEL_PATTERN,
     MODELS,
+    did_you_mean,
     is_model_factory,
 )
 from asknlearn.errors import ConfigError
@@ -122,7 +123,7 @@ class ExperimentConfig:
     max_epochs: int = key(200, "epochs per round at most", lo=1, valid="an integer >= 1")
     train_augment: bool = key(False, "train every strategy with the refinement's augmentation")
     # --- Ask-n-Learn (unspecified by the paper). tau, k_aug, the views and the MLP's dropout were
-    # chosen on a validation split held out of the Fashion-MNIST pool (python -m asknlearn.tune;
+    # chosen on a validation split held out of the Fashion-MNIST pool (asknlearn tune;
     # docs/hyperparameters.md): the best-scoring choice, which still does not beat argmax there.
     # The paper's rule as the issue tracker first had it: tau=0.9, k_aug=10, aug_shift=2.
     tau: float = key(0.5, "keep the argmax pseudo-label when max p >= tau", lo=0.0, hi=1.0,
@@ -400,9 +401,10 @@ def _name_problem(name: str) -> bool:
 def validate(cfg: ExperimentConfig) -> None:
     """Range and consistency checks that need no data on disk, from each key's declaration."""
 
-    def need(ok: bool, name: str, valid: str) -> None:
+    def need(ok: bool, name: str, valid: str, names: Any = ()) -> None:
         if not ok:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; valid: {valid}")
+            v = getattr(cfg, name)
+            raise ConfigError(f"{name}={v!r} is not valid{did_you_mean(v, names)}; valid: {valid}")
 
     check_custom_datasets(cfg.custom_datasets)
     dataset_info(cfg.dataset, cfg.custom_datasets)
@@ -410,13 +412,13 @@ def validate(cfg: ExperimentConfig) -> None:
     for name, f in _FIELDS.items():  # string keys declared by a pattern
         v = getattr(cfg, name)
         need(f.metadata["pattern"] is None or v is None or bool(re.match(f.metadata["pattern"], v)),
-             name, f.metadata["valid"])
+             name, f.metadata["valid"], MODELS if name == "model" else ())
     for name, f in _FIELDS.items():
         v, m = getattr(cfg, name), f.metadata
         if v is None:
             continue
         if m["choices"] is not None:
-            need(v in m["choices"], name, ", ".join(m["choices"]))
+            need(v in m["choices"], name, ", ".join(m["choices"]), m["choices"])
         lo, hi = m["lo"], m["hi"]
         if lo is not None or hi is not None:
             ok = math.isfinite(v)
@@ -466,14 +468,23 @@ def coerce_mapping(values: Any, where: str = "config") -> dict[str, Any]:
                 f"version={version!r} is not valid; valid: {__version__!r}, the version of this "
                 "asknlearn (the config was written by another one: remove the key to run it "
                 "with this version)")
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        import difflib
-
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, _FIELDS, 1)[0]!r}?)"
-                 if difflib.get_close_matches(k, _FIELDS, 1) else repr(k) for k in unknown]
-        raise ConfigError(f"unknown config key {', '.join(hints)}; valid: {', '.join(_FIELDS)}")
+    check_keys(values, _FIELDS, "config key")
     return {k: coerce(k, v) for k, v in values.items()}
+
+
+def check_keys(values: dict[str, Any], valid: Any, kind: str) -> None:
+    """Every key of ``values`` is one of ``valid``; else one line naming the first unknown one,
+    the nearest valid ones and all valid ones (never a dump of the schema)."""
+    bad = sorted(set(values) - set(valid))
+    if bad:
+        raise ConfigError(f"unknown {kind} {bad[0]!r}{did_you_mean(bad[0], valid)}; valid: "
+                          f"{', '.join(valid)}")
+
+
+def check_workflow_keys(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """The workflow config's top-level keys are the schema's: a misspelled one (``sedes:``) is
+    one line with a "did you mean", before the schema validation would print the schema."""
+    check_keys(config, schema["properties"], "top-level config key")
 
 
 def from_mapping(values: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
@@ -601,5 +612,5 @@ def tracking_warning(cfg: ExperimentConfig, explicit: bool) -> str | None:
     return None
 
 
-if __name__ == "__main__":  # python -m asknlearn.config: regenerate the workflow schema's part
+if __name__ == "__main__":  # python -m asknlearn.config, kept for one release: asknlearn config --schema
     write_schema()

@@ -372,14 +372,12 @@ def build_model(name: str, shape: tuple[int, int, int], num_classes: int,
     :data:`asknlearn.catalogue.MODELS` names its factory and input size) or your own factory,
     ``"package.module:function"`` (``dropout`` None: the network's own rates). Both are built
     the same way (:func:`_build_factory`)."""
-    from asknlearn.catalogue import MODELS, is_model_factory
+    from asknlearn.catalogue import MODELS, is_model_factory, lookup
     from asknlearn.errors import ConfigError
 
     if is_model_factory(name):
         return _build_factory(name, shape, num_classes, dropout)
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    entry = MODELS[name]
+    entry = lookup(MODELS, name, "model")
     hw = entry.input_hw
     if hw is not None and tuple(shape[1:]) != hw:
         fits = [m for m, i in MODELS.items() if i.input_hw in (None, tuple(shape[1:]))]

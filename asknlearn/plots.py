@@ -176,7 +176,7 @@ class PlotConfig:
 
 
 @contextmanager
-def _paper_style(cfg: PlotConfig) -> Iterator[None]:
+def paper_style(cfg: PlotConfig) -> Iterator[None]:
     """Matplotlib settings for print: real point sizes, Type 42 fonts in PDF and PS, light
     grid, no top/right spines."""
     import matplotlib
@@ -198,7 +198,7 @@ def save(fig: Figure, outs: Sequence[str | Path], cfg: PlotConfig | None = None)
     """Write ``fig`` to every path in ``outs`` (format from the suffix), each atomically.
     Inside the paper style: the font type of a PDF is read when it is saved, not drawn."""
     cfg = cfg or PlotConfig()
-    with _paper_style(cfg):
+    with paper_style(cfg):
         for out in map(Path, outs):
             fmt = out.suffix.lstrip(".").lower()
             if fmt not in FORMATS:
@@ -236,7 +236,7 @@ def curves_figure(df: pd.DataFrame, dataset: str, noise: float | None = None, by
     stats = (sel[sel["strategy"].isin(order)]
              .groupby(["noise", "strategy", "labels"])[list(METRICS)].agg(["mean", "std"]))
     drawn = set(stats.index.droplevel("labels"))
-    with _paper_style(cfg):
+    with paper_style(cfg):
         fig, axes = plt.subplots(nrow, ncol, figsize=(cfg.width, cfg.row_height * nrow),
                                  squeeze=False, sharex=True, layout="constrained")
         for i, r in enumerate(noises):
@@ -312,7 +312,7 @@ def reliability_figure(rel: pd.DataFrame, dataset: str, noise: float,
     cfg = cfg or PlotConfig()
     sel = rel[(rel["dataset"] == dataset)
               & ((rel["noise"].astype(float) - noise).abs() < NOISE_RESOLUTION)] if len(rel) else rel
-    with _paper_style(cfg):
+    with paper_style(cfg):
         if sel.empty:
             fig, ax = plt.subplots(figsize=(cfg.width, 1.2))
             ax.axis("off")

@@ -1,6 +1,6 @@
 """The validation-split study behind the mechanisms' defaults (docs/hyperparameters.md).
 
-Run as ``python -m asknlearn.tune --dataset fashion_mnist --out results/tuning``. Nothing here
+Run as ``asknlearn tune --dataset fashion_mnist --out results/tuning``. Nothing here
 reads the test set: ``val_size`` points are held out of the pool with the same split as a cell
 (:func:`asknlearn.loop.split_pool`), and every score is computed on them.
 
@@ -150,8 +150,8 @@ def summarize(drop: pd.DataFrame, ref: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m asknlearn.tune", description=__doc__.split("\n")[0])
+def add_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of ``asknlearn tune``."""
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--labels", type=int, nargs="+", default=[1100, 3100])
@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--merge", nargs="+", default=None,
                     help="summarize the CSVs of these earlier --out folders instead of running")
-    a = ap.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
+    """``asknlearn tune``: run (or merge) the validation-split study and write its tables."""
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.merge:
@@ -178,5 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asknlearn.tune``, kept for one release: use ``asknlearn tune``."""
+    from asknlearn.cli import main as cli_main
+
+    return cli_main(["tune", *(argv or [])])
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(__import__("sys").argv[1:]))

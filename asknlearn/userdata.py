@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from asknlearn.catalogue import DATASETS, DatasetInfo
+from asknlearn.catalogue import DATASETS, DatasetInfo, unknown
 from asknlearn.errors import ConfigError, DatasetError
 
 # Described definitions of config-defined datasets, by name: resolving a config registers its
@@ -365,9 +365,8 @@ def dataset_info(name: str, custom: dict[str, Any] | None = None) -> DatasetInfo
     if custom and name in custom:
         _CUSTOM[name] = custom_dataset_info(name, custom[name])
     if name not in _CUSTOM:
-        valid = [*sorted(DATASETS), *sorted(set(custom or ()) | set(_CUSTOM))]
-        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(valid)} (your own: "
-                           "a custom_datasets entry)")
+        valid = [*DATASETS, *sorted(set(custom or ()) | set(_CUSTOM))]
+        raise unknown("dataset", name, valid, DatasetError, " (your own: a custom_datasets entry)")
     return _CUSTOM[name]
 
 

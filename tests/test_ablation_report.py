@@ -1,24 +1,22 @@
-"""workflow/scripts/ablation_report.py: paired deltas, pooled refinement counts and the figure,
+"""asknlearn ablation (asknlearn/ablation.py): paired deltas, pooled refinement counts and the figure,
 on a hand-made study whose answers are known."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "ablation_report.py"
+from asknlearn.results import ReportError
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("ablation_report", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from asknlearn import ablation
+
+    return ablation
 
 
 def _cell(root: Path, strategy: str, seed: int, acc: list[float], refined=None, alpha=None):
@@ -93,5 +91,5 @@ def test_per_seed_deltas_are_printed_next_to_the_mean(report, study):
 def test_a_broken_cell_table_is_one_line_not_a_traceback(report, study):
     bad = study / "runs" / "fashion_mnist" / "badge" / "seed0" / "noise0" / "rounds.csv"
     bad.write_bytes(b"\x00\xff garbage\n\"unterminated")
-    with pytest.raises(SystemExit, match=r"is not a readable CSV table"):
+    with pytest.raises(ReportError, match=r"is not a readable CSV table"):
         report.load(study)

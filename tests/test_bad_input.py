@@ -239,7 +239,8 @@ def test_subprocess_exit_status_and_stderr(tmp_path):
     r = subprocess.run([sys.executable, "-m", "asknlearn", *with_flags(strategy="entropyy"),
                         "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
-    assert r.stderr.startswith("asknlearn: error: unknown strategy 'entropyy'; valid:"), r.stderr
+    assert r.stderr.startswith("asknlearn: error: unknown strategy 'entropyy' (did you mean "
+                               "'entropy'?); valid:"), r.stderr
     assert r.stdout == "" and not out.exists()
 
 

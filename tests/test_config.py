@@ -42,7 +42,7 @@ def test_config_and_strategies_import_without_torch():
 def test_workflow_schema_experiment_properties_are_the_declared_keys():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     props = schema["properties"]["experiment"]["properties"]
-    assert props == experiment_schema(), "regenerate with: python -m asknlearn.config"
+    assert props == experiment_schema(), "regenerate with: asknlearn config --schema"
     assert set(props) == set(FIELDS) - WORKFLOW_KEYS
     assert props["lr"]["exclusiveMinimum"] == 0 and props["lr"]["maximum"] == 1
     assert props["budget"]["type"] == ["integer", "null"]

@@ -23,7 +23,7 @@ $A plot curves --rounds "$T/rounds.csv" --dataset fashion_mnist \
     --strategies badge,badge-dropout,badge-vwcc,ask-n-learn-vwcc --out "$D/ablation_fashion_mnist_vwcc.png"
 $A plot curves --rounds "$T/rounds.csv" --dataset fashion_mnist \
     --strategies badge,badge-lwcc,badge-refine,ask-n-learn-lwcc --out "$D/ablation_fashion_mnist_lwcc.png"
-python workflow/scripts/ablation_report.py "$STUDY" --strategies $ABL \
+$A ablation "$STUDY" --strategies $ABL \
     --labels 1100 2100 5100 10100 --aulc-to 2100 5100 10100 \
     --figure "$D/ablation_fashion_mnist_diagnostics.png" > "$D/ablation_fashion_mnist_tables.md"
 
@@ -43,6 +43,6 @@ $A plot curves --rounds "$T/fig3.csv" --dataset fashion_mnist --strategies $FIG3
     --out "$D/fashion_mnist.png" --out "$D/fashion_mnist.pdf"
 $A plot reliability --reliability "$T/fig3_reliability.csv" --dataset fashion_mnist \
     --strategies $FIG3 --out "$D/fashion_mnist_reliability.png"
-python workflow/scripts/ablation_report.py "$STUDY" --strategies $FIG3 --no-diagnostics \
+$A ablation "$STUDY" --strategies $FIG3 --no-diagnostics \
     --labels 1100 2100 5100 10100 --aulc-to 2100 5100 10100 > "$D/fashion_mnist_tables.md"
 echo "refreshed $D from $STUDY"

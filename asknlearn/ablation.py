@@ -1,7 +1,7 @@
 """Tables of the mechanisms' ablation (docs/reproduction/ablation_fashion_mnist.md) from a study's
 cell folders, finished or not: every number is computed from the rounds the cells have written.
 
-    python workflow/scripts/ablation_report.py results/ablation_fashion_mnist [--labels 1100 2100 5100]
+    asknlearn ablation results/ablation_fashion_mnist [--labels 1100 2100 5100]
 
 Prints Markdown: (1) accuracy/ECE/NLL/Brier at the given label counts, mean ± sd over seeds, and
 the paired (by seed) difference to BADGE, with each seed's accuracy Δ; (2) AULC of accuracy over
@@ -17,12 +17,12 @@ per round, and the pooled refined-subset accuracies.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from asknlearn.catalogue import METRICS
 from asknlearn.results import ReportError, aggregate, area_under_curve, paired_at_labels, paired_by_seed
 
 ORDER = ["badge", "badge-dropout", "badge-lwcc", "badge-vwcc", "badge-refine", "ask-n-learn-lwcc",
@@ -31,18 +31,15 @@ WHAT = {"badge": "reference", "badge-dropout": "dropout network alone",
         "badge-lwcc": "LWCC alone", "badge-vwcc": "VWCC (+ its network) alone",
         "badge-refine": "refinement alone", "ask-n-learn-lwcc": "LWCC + refinement",
         "ask-n-learn-vwcc": "VWCC + refinement"}
-METRICS = ["accuracy", "ece", "nll", "brier"]
 
 
 def load(study: Path, strategies: list[str] | None = None) -> pd.DataFrame:
     """Every cell's rounds under ``study``, restricted to ``strategies`` (default: ORDER)."""
     paths = sorted(study.glob("runs/*/*/seed*/noise*/rounds.csv"))
     if not paths:
-        sys.exit(f"no rounds.csv under {study}/runs")
-    try:  # the study tables' own checked reader: one line for a broken or duplicated table
-        df = aggregate(paths)
-    except ReportError as exc:
-        sys.exit(str(exc))
+        raise ReportError(f"no rounds.csv under {str(study / 'runs')!r}; valid: a study folder with "
+                          "cell folders runs/<dataset>/<strategy>/seed*/noise*")
+    df = aggregate(paths)  # the study tables' checked reader: one line for a broken table
     return df[df.strategy.isin(strategies or ORDER)]
 
 
@@ -85,16 +82,17 @@ def at_labels(df: pd.DataFrame, labels: list[int], ref: str = "badge") -> str:
             continue
         d = t.loc[n]
         has_ref = ref in d.index.get_level_values(0)
-        out += [f"**{n:,} labels.** Accuracy in points (%), ECE, NLL, Brier; Δ = strategy − BADGE, "
-                "paired by seed.", "",
-                "| strategy | isolates | accuracy (%) | Δ acc (pts) | Δ acc by seed "
-                f"({' / '.join(map(str, seeds))}) | ECE | Δ ECE | NLL | Δ NLL | Brier | Δ Brier |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [f"**{n:,} labels.** Each metric in its unit; Δ = strategy − BADGE, paired by seed.", "",
+                "| strategy | isolates | " + " | ".join(
+                    f"{METRICS[m].label()} | Δ {m}" + (f" | Δ acc by seed ({' / '.join(map(str, seeds))})"
+                                                       if m == "accuracy" else "")
+                    for m in METRICS) + " |",
+                "|---" * (3 + 2 * len(METRICS)) + "|"]
         for s in [s for s in ORDER if s in d.index.get_level_values(0)]:
             cells = [s, WHAT.get(s, "baseline")]
             for m in METRICS:
                 r = d.loc[(s, m)]
-                scale, digits = (100, 2) if m == "accuracy" else (1, 4)
+                scale, digits = METRICS[m].scale, METRICS[m].digits
                 cells.append(fmt(r["mean"] * scale, r["sd"] * scale, int(r["n"]), digits))
                 cells.append("" if s == ref or not has_ref else
                              fmt(r["delta_mean"] * scale, r["delta_sd"] * scale, int(r["n_pairs"]),
@@ -186,9 +184,9 @@ def figure(df: pd.DataFrame, pooled: pd.DataFrame, outs: list[Path]) -> None:
     validation points pooled over rounds and seeds, the accuracy of argmax and of refinement."""
     import matplotlib.pyplot as plt
 
-    from asknlearn.plots import PlotConfig, _paper_style, save, style_for
+    from asknlearn.plots import PlotConfig, paper_style, save, style_for
 
-    with _paper_style(PlotConfig()):
+    with paper_style(PlotConfig()):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.0, 2.3), layout="constrained")
         for s in [s for s in STOCHASTIC if s in set(df.strategy)]:
             st = style_for(s)
@@ -214,8 +212,8 @@ def figure(df: pd.DataFrame, pooled: pd.DataFrame, outs: list[Path]) -> None:
         plt.close(fig)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of ``asknlearn ablation``."""
     ap.add_argument("study", type=Path)
     ap.add_argument("--labels", type=int, nargs="+", default=[1100, 2100, 5100])
     ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
@@ -227,10 +225,13 @@ def main() -> int:
                     help="only the metric tables (e.g. for Fig. 3's strategies)")
     ap.add_argument("--figure", type=Path, nargs="+", default=[],
                     help="write the diagnostics figure to these paths (.png, .pdf)")
-    a = ap.parse_args()
+
+
+def run(a: argparse.Namespace) -> int:
+    """``asknlearn ablation``: print the tables (Markdown), optionally draw the figure."""
     unknown = sorted(set(a.strategies.split(",")) - set(ORDER))
     if unknown:
-        sys.exit(f"--strategies {unknown} are not reported here; valid: {', '.join(ORDER)}")
+        raise ReportError(f"--strategies {unknown} are not reported here; valid: {', '.join(ORDER)}")
     df = load(a.study, a.strategies.split(","))
     reached = df.groupby(["strategy", "seed"]).labels.max().unstack("seed")
     print("**Cells and the labels each has reached:**\n")
@@ -248,6 +249,3 @@ def main() -> int:
         figure(df, pooled, a.figure)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
