@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -222,25 +221,3 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=False)
         with torch.cuda.graph(self._graph):
             self._loss, self._logits = self._eager(self.model, self._x, self._y)
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """What :func:`plan` decided for one model on one device (for logs and the benchmark)."""
-
-    device: str
-    precision: str
-    channels_last: bool
-    mode: str
-    deterministic: bool
-
-
-def plan(model: nn.Module, device: torch.device | str, *, precision: str = "fp32",
-         channels_last: bool = True, mode: str = "off", deterministic: bool = True) -> StepPlan:
-    """The settings that will actually apply to ``model`` on ``device`` (CPU: fp32, eager,
-    contiguous; bf16 refused). Raises ConfigError for unknown values."""
-    dev = _device(device)
-    check_precision(precision, dev)
-    check_compile(mode)
-    return StepPlan(str(dev), precision, use_channels_last(model, dev, channels_last),
-                    mode if dev.type == "cuda" else "off", deterministic)

@@ -58,17 +58,47 @@ def load(factory: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A config key a part declares itself (a selector's β, ...): it becomes an
+    :class:`~asknlearn.config.ExperimentConfig` key like any other (a ``run`` flag, a YAML and
+    workflow-schema key, checked and documented), given to the part's factory as ``arg``.
+    ``type``: the key's type hint as text (``"float"``, ``"int | None"``); ``lo``/``hi``: its
+    closed range; ``valid``: the error message's "valid: ..."."""
+
+    arg: str
+    type: str
+    default: Any
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    valid: str = ""
+
+
+@dataclass(frozen=True)
 class Part:
-    """An entry that builds an object: its ``factory`` and the config keys its arguments take
-    (``{argument: config key}``), read from a resolved
+    """An entry that builds an object: its ``factory``, the existing config keys its
+    arguments take (``keys``: ``{argument: config key}``) and the config keys it declares itself
+    (``options``: ``{config key: Option}``), read from a resolved
     :class:`~asknlearn.config.ExperimentConfig` when it is built."""
 
     factory: str
     keys: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Option] = field(default_factory=dict)
 
     def build(self, cfg: Any, **extra: Any) -> Any:
         """The part, with its arguments from ``cfg`` (and ``extra``, objects not in a config)."""
-        return load(self.factory)(**{a: getattr(cfg, k) for a, k in self.keys.items()}, **extra)
+        args = {a: getattr(cfg, k) for a, k in self.keys.items()}
+        args.update({o.arg: getattr(cfg, k) for k, o in self.options.items()})
+        return load(self.factory)(**args, **extra)
+
+
+def part_options() -> dict[str, Option]:
+    """Every config key a catalogue part declares, by key (ExperimentConfig adds them)."""
+    out: dict[str, Option] = {}
+    for table in (LOSSES, PSEUDO_LABELERS, SELECTORS):
+        for entry in table.values():
+            out.update(entry.options)
+    return out
 
 
 _MNIST_FILES = (
@@ -267,16 +297,22 @@ SELECTORS: dict[str, SelectorInfo] = {
     # the field's standard batch-AL baselines (asknlearn/selectors/baselines.py)
     "margin": SelectorInfo("asknlearn.selectors.baselines:MarginSelector",
                            needs=frozenset({"probs"})),
-    "coreset": SelectorInfo("asknlearn.selectors.baselines:CoresetSelector",
-                            {"prune": "coreset_prune"},
-                            needs=frozenset({"features", "labeled_features"})),
+    "coreset": SelectorInfo("asknlearn.selectors.baselines:CoresetSelector", options={
+        "coreset_prune": Option("prune", "bool | None", None, "CoreSet's k-center pruning (same "
+                                "picks, less work). None: on the CPU only")},
+        needs=frozenset({"features", "labeled_features"})),
     "bald": SelectorInfo("asknlearn.selectors.baselines:BALDSelector",
                          needs=frozenset({"stochastic_probs"})),
-    "powerbald": SelectorInfo("asknlearn.selectors.baselines:PowerBALDSelector",
-                              {"beta": "powerbald_beta"}, needs=frozenset({"stochastic_probs"})),
-    "typiclust": SelectorInfo("asknlearn.selectors.baselines:TypiclustSelector",
-                              {"n_clusters": "typiclust_clusters"},
-                              needs=frozenset({"features", "labeled_features"})),
+    "powerbald": SelectorInfo("asknlearn.selectors.baselines:PowerBALDSelector", options={
+        "powerbald_beta": Option("beta", "float", 1.0, "PowerBALD's β: points are drawn with "
+                                 "probability ∝ BALD^β (Kirsch et al. 2023)", lo=0.0, hi=1000.0,
+                                 valid="a value in [0, 1000] (0: uniform)")},
+        needs=frozenset({"stochastic_probs"})),
+    "typiclust": SelectorInfo("asknlearn.selectors.baselines:TypiclustSelector", options={
+        "typiclust_clusters": Option("n_clusters", "int | None", None, "TypiClust's cluster "
+                                     "count. None: |L| + b, at most 500 (Hacohen et al. 2022)",
+                                     lo=1, valid="an integer >= 1")},
+        needs=frozenset({"features", "labeled_features"})),
 }
 BASELINE_SELECTORS = ("margin", "coreset", "bald", "powerbald", "typiclust")
 

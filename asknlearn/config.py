@@ -37,6 +37,7 @@ from asknlearn.catalogue import (
     MODELS,
     did_you_mean,
     is_model_factory,
+    part_options,
 )
 from asknlearn.errors import ConfigError
 from asknlearn.strategies import resolve_strategy
@@ -75,7 +76,18 @@ _RATE = {"lo": 0.0, "hi": 1.0, "hi_open": True, "valid": "a rate in [0, 1)"}
 _SIZE = "None: the dataset's default (`asknlearn run --help` lists them)"
 
 
+def _with_part_keys(cls: type) -> type:
+    """Add the config keys the catalogue's parts declare themselves (a selector's β, ...) as
+    keys of ``cls``, declared like the others: adding a part with a key edits the catalogue
+    only."""
+    for name, o in part_options().items():
+        cls.__annotations__[name] = o.type
+        setattr(cls, name, key(o.default, o.help, lo=o.lo, hi=o.hi, valid=o.valid))
+    return cls
+
+
 @dataclass
+@_with_part_keys
 class ExperimentConfig:
     # --- the cell
     dataset: str = key("digits", "dataset of the cell", workflow=True,
@@ -138,15 +150,6 @@ class ExperimentConfig:
                              valid="a finite weight in [0, 100]")
     vwcc_samples: int = key(5, "T stochastic inferences in eq. 2 (and for α diagnostics)", lo=2,
                             hi=1000, valid="an integer in [2, 1000]")
-    # --- the selectors' own keys (their catalogue entries name them)
-    powerbald_beta: float = key(1.0, "PowerBALD's β: points are drawn with probability ∝ "
-                                     "BALD^β (Kirsch et al. 2023)", lo=0.0, hi=1000.0,
-                                valid="a value in [0, 1000] (0: uniform)")
-    coreset_prune: bool | None = key(None, "CoreSet's k-center pruning (same picks, less work). "
-                                           "None: on the CPU only")
-    typiclust_clusters: int | None = key(None, "TypiClust's cluster count. None: |L| + b, at "
-                                               "most 500 (Hacohen et al. 2022)", lo=1,
-                                         valid="an integer >= 1")
     # --- evaluation and runtime
     ece_bins: int = key(15, "bins of the expected calibration error", lo=1, hi=10000,
                         valid="an integer in [1, 10000]")
