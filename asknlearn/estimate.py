@@ -138,7 +138,7 @@ def cell_seconds(cfg, n_pool: int, n_test: int, rates: Rates, epochs_per_round: 
     select    Σ_{r≥1} selection time scaled linearly in |U_r| from the measured one
     """
     spec = cfg.spec
-    from asknlearn.strategies import SELECTORS
+    from asknlearn.catalogue import SELECTORS
 
     needs = SELECTORS[spec.selector].needs
     sizes = schedule(cfg.seed_size, cfg.query_size, cfg.budget)
@@ -244,7 +244,7 @@ class RateMeter:
         """(seconds, pool size) of one selection; k-means++ on a capped problem, scaled to
         ``pool`` and b linearly. Top-k selectors and random cost ~0 and are not timed."""
         from asknlearn.kmeanspp import embedding_factors, kmeanspp_factored
-        from asknlearn.strategies import SELECTORS
+        from asknlearn.catalogue import SELECTORS
 
         if "features" not in SELECTORS[cfg.spec.selector].needs:
             return 0.0, pool
