@@ -212,23 +212,9 @@ def figure(df: pd.DataFrame, pooled: pd.DataFrame, outs: list[Path]) -> None:
         plt.close(fig)
 
 
-def add_args(ap: argparse.ArgumentParser) -> None:
-    """The flags of ``asknlearn ablation``."""
-    ap.add_argument("study", type=Path)
-    ap.add_argument("--labels", type=int, nargs="+", default=[1100, 2100, 5100])
-    ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
-                    help="upper label counts of the AULC ranges")
-    ap.add_argument("--val-size", type=int, default=1000, help="the cells' val_size")
-    ap.add_argument("--strategies", default=",".join(ORDER),
-                    help="comma-separated strategies to report (default: the ablation's and Fig. 3's)")
-    ap.add_argument("--no-diagnostics", action="store_true",
-                    help="only the metric tables (e.g. for Fig. 3's strategies)")
-    ap.add_argument("--figure", type=Path, nargs="+", default=[],
-                    help="write the diagnostics figure to these paths (.png, .pdf)")
-
-
 def run(a: argparse.Namespace) -> int:
     """``asknlearn ablation``: print the tables (Markdown), optionally draw the figure."""
+    a.strategies = a.strategies or ",".join(ORDER)
     unknown = sorted(set(a.strategies.split(",")) - set(ORDER))
     if unknown:
         raise ReportError(f"--strategies {unknown} are not reported here; valid: {', '.join(ORDER)}")

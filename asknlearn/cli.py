@@ -369,10 +369,17 @@ def _estimate(args: argparse.Namespace) -> int:
     return estimate.main(args)
 
 
-def _tune_args(p: argparse.ArgumentParser) -> None:
-    from asknlearn.tune import add_args
-
-    add_args(p)
+def _tune_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of ``asknlearn tune``."""
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--labels", type=int, nargs="+", default=[1100, 3100])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="summarize the CSVs of these earlier --out folders instead of running")
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -381,10 +388,20 @@ def _tune(args: argparse.Namespace) -> int:
     return tune.run(args)
 
 
-def _ablation_args(p: argparse.ArgumentParser) -> None:
-    from asknlearn.ablation import add_args
-
-    add_args(p)
+def _ablation_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of ``asknlearn ablation``."""
+    ap.add_argument("study", type=Path)
+    ap.add_argument("--labels", type=int, nargs="+", default=[1100, 2100, 5100])
+    ap.add_argument("--aulc-to", type=int, nargs="+", default=[2100, 5100, 10100],
+                    help="upper label counts of the AULC ranges")
+    ap.add_argument("--val-size", type=int, default=1000, help="the cells' val_size")
+    ap.add_argument("--strategies", default=None,
+                    help="comma-separated strategies to report (default: asknlearn.ablation.ORDER, "
+                         "the ablation's and Fig. 3's)")
+    ap.add_argument("--no-diagnostics", action="store_true",
+                    help="only the metric tables (e.g. for Fig. 3's strategies)")
+    ap.add_argument("--figure", type=Path, nargs="+", default=[],
+                    help="write the diagnostics figure to these paths (.png, .pdf)")
 
 
 def _ablation(args: argparse.Namespace) -> int:

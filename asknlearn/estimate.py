@@ -243,8 +243,8 @@ class RateMeter:
     def select_time(self, cfg, pool: int) -> tuple[float, int]:
         """(seconds, pool size) of one selection; k-means++ on a capped problem, scaled to
         ``pool`` and b linearly. Top-k selectors and random cost ~0 and are not timed."""
-        from asknlearn.kmeanspp import embedding_factors, kmeanspp_factored
         from asknlearn.catalogue import SELECTORS
+        from asknlearn.kmeanspp import embedding_factors, kmeanspp_factored
 
         if "features" not in SELECTORS[cfg.spec.selector].needs:
             return 0.0, pool

@@ -150,19 +150,6 @@ def summarize(drop: pd.DataFrame, ref: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def add_args(ap: argparse.ArgumentParser) -> None:
-    """The flags of ``asknlearn tune``."""
-    ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--labels", type=int, nargs="+", default=[1100, 3100])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--val-size", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--merge", nargs="+", default=None,
-                    help="summarize the CSVs of these earlier --out folders instead of running")
-
-
 def run(a: argparse.Namespace) -> int:
     """``asknlearn tune``: run (or merge) the validation-split study and write its tables."""
     if a.threads:

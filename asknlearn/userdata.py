@@ -365,7 +365,7 @@ def dataset_info(name: str, custom: dict[str, Any] | None = None) -> DatasetInfo
     if custom and name in custom:
         _CUSTOM[name] = custom_dataset_info(name, custom[name])
     if name not in _CUSTOM:
-        valid = [*DATASETS, *sorted(set(custom or ()) | set(_CUSTOM))]
+        valid = [*sorted(DATASETS), *sorted(set(custom or ()) | set(_CUSTOM))]
         raise unknown("dataset", name, valid, DatasetError, " (your own: a custom_datasets entry)")
     return _CUSTOM[name]
 

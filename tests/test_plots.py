@@ -216,7 +216,7 @@ def test_cli_owns_the_commands_and_imports_stay_light():
 
     for mod in ("results", "plots", "backfill", "estimate"):
         assert "asknlearn.cli" not in (ROOT / "asknlearn" / f"{mod}.py").read_text()
-    code = ("import sys, asknlearn.cli; "
+    code = ("import sys, asknlearn.cli; asknlearn.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
@@ -224,4 +224,4 @@ def test_cli_owns_the_commands_and_imports_stay_light():
     from asknlearn.cli import COMMANDS
 
     assert list(COMMANDS) == ["run", "strategies", "init-store", "backfill", "log-study", "aggregate",
-                              "plot", "summarize", "estimate"]
+                              "plot", "summarize", "estimate", "ablation", "tune", "config"]
