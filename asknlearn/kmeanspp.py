@@ -111,7 +111,7 @@ def _fill_duplicates(picks: list[int], n: int, b: int, generator: torch.Generato
 # ---------------------------------------------------------------------------- distances
 # Squared distances from norms and dot products, ‖x‖² + ‖c‖² − 2⟨x, c⟩ (dot products in the
 # input dtype, the rest in float64): shared by the k-means++ seeding here and the greedy
-# k-center of asknlearn.baselines, so both round the same way.
+# k-center of asknlearn.selectors.baselines, so both round the same way.
 def sq_norms(x: torch.Tensor, chunk: int = 2048, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Row sums of squares accumulated in float64, ``chunk`` rows at a time, so the pool is
     never copied whole. The squares are taken in ``dtype`` (None: ``x``'s own; float64 makes

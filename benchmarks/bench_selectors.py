@@ -2,7 +2,7 @@
 
 Core-set (N = 60,000, D = 256, M = 1,100 labeled centres, b = 1,000), contenders on the same
 pool and labeled set:
-  ours         asknlearn.baselines.k_center_greedy: blocked N × M start, then per centre a
+  ours         asknlearn.selectors.baselines.k_center_greedy: blocked N × M start, then per centre a
                triangle-inequality bound that skips the points that cannot move (CPU default)
   full_pass    the same without pruning: one matrix-vector product over the pool per centre
   distil       DISTIL's CoreSet (decile-team/distil, ``furthest_first``), rewritten: the whole
@@ -17,7 +17,7 @@ dimensions, ReLU: penultimate features have class structure and low intrinsic di
 "isotropic" (ReLU of N(0, I): every distance about the same, the worst case for pruning).
 
 BALD (T = 20 MC-dropout passes, N = 60,000, K = 10), from one (T, N, K) tensor:
-  ours         asknlearn.baselines.bald_scores (float64 row chunks, all T at once) + top-b
+  ours         asknlearn.selectors.baselines.bald_scores (float64 row chunks, all T at once) + top-b
   loop_over_T  a Python loop over the T passes accumulating the mean and the mean entropy in
                float64 (the same precision as ours)
   whole_f32    the DeepAL+/baal formula on the whole array in float32: mean over T, entropy of
@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from asknlearn.baselines import bald_scores, k_center_greedy  # noqa: E402
+from asknlearn.selectors.baselines import bald_scores, k_center_greedy  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- pools

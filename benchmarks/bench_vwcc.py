@@ -23,9 +23,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from asknlearn.catalogue import MODELS  # noqa: E402
 from asknlearn.losses import VWCC, CrossEntropy, kl_uniform, vwcc_alpha  # noqa: E402
 from asknlearn.models import build_model  # noqa: E402
-from asknlearn.names import MODELS  # noqa: E402
 from asknlearn.train import train_model  # noqa: E402
 
 

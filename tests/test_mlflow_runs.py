@@ -280,12 +280,12 @@ def test_a_crashed_cell_ends_its_run_failed(server, tmp_path):
     crash = (
         "import sys\n"
         "import asknlearn.loop as L\n"
-        "fit = L.Cell.fit\n"
-        "def broken(self, labeled, labels, round_):\n"
+        "train = L.Cell.train\n"
+        "def broken(self, labeled, round_):\n"
         "    if round_ == 1:\n"
         "        raise RuntimeError('injected crash')\n"
-        "    return fit(self, labeled, labels, round_)\n"
-        "L.Cell.fit = broken\n"
+        "    return train(self, labeled, round_)\n"
+        "L.Cell.train = broken\n"
         "from asknlearn.cli import main\n"
         "raise SystemExit(main(sys.argv[1:]))\n")
     cmd = [sys.executable, "-c", crash, *cell_cmd(out, server, "crash", "--budget", "60")[3:]]

@@ -173,14 +173,15 @@ def test_paper_config_overrides_every_quickstart_setting(cfg_file):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("strategy: [badge]", "Additional properties are not allowed ('strategy' was unexpected)"),
+    ("strategy: [badge]", "unknown top-level config key 'strategy' (did you mean 'strategies'?)"),
+    ("sedes: [1]", "unknown top-level config key 'sedes' (did you mean 'seeds'?); valid: study,"),
     ("experiment: {query_sise: 20}", "did you mean 'query_size'"),
     ("experiment: {seed: 3}", "seed are set by the workflow"),
     ("experiment: {lr: [1]}", "lr=[1] is not valid; valid: a value of type float"),
     ("experiment: {budget: {a: 1}}", "budget={'a': 1} is not valid"),
     ("experiment: {1: 2}", "key 1 is not valid; valid: string keys"),
     ("experiment: {budget: 40.5}", "budget=40.5 is not valid"),
-    ("experiment: {strategies: {mine: {selector: nope}}}", "unknown selector 'nope'"),
+    ("experiment: {strategies: {mine: {selector: nope}}}", "unknown selector of strategy 'mine': 'nope'"),
 ])
 def test_bad_config_fails_before_any_job(dry_dir, tmp_path, bad, message):
     cfg = tmp_path / "bad.yaml"

@@ -13,7 +13,8 @@ from snakemake.utils import validate
 PKG_ROOT = str(Path(workflow.basedir).resolve())
 sys.path.insert(0, PKG_ROOT)
 
-from asknlearn.config import WORKFLOW_KEYS, coerce_mapping, flag_value, from_mapping, string_keys
+from asknlearn.config import (WORKFLOW_KEYS, check_workflow_keys, coerce_mapping, flag_value,
+                              from_mapping, string_keys)
 from asknlearn.errors import AskNLearnError
 
 SCHEMA_PATH = Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -51,6 +52,7 @@ def _coerce_config() -> None:
     try:
         string_keys(config, "config")
         schema = yaml.safe_load(SCHEMA_PATH.read_text())
+        check_workflow_keys(config, schema)
         for k, v in list(config.items()):
             config[k] = _typed(v, schema["properties"].get(k, {}))
         for top, ds in _experiment_mappings():
