@@ -351,7 +351,7 @@ def mean_ranks(values: pd.DataFrame, higher_is_better: Mapping[str, bool] = HIGH
 
 # ---------------------------------------------------------------------------- what n buys
 def half_width(sd: float | np.ndarray, n: int | np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
-    """Half-width t_{n−1}·sd/√n of the t-interval that a paired Δ with this sd has at n seeds."""
+    """Half-width t(n−1)·sd/√n of the t-interval that a paired Δ with this sd has at n seeds."""
     import numpy as np
     from scipy import stats
 
@@ -418,7 +418,7 @@ def delta_caption(reference: str, confidence: float = CONFIDENCE,
     return (f"Δ = strategy − {reference}, paired by seed (same seed set, initial weights and batch "
             f"order), in each metric's own units{points}: "
             f"mean Δ [{100 * confidence:g} % t-interval on the n paired differences, "
-            "mean ± t_{n−1}·sd/√n with scipy.stats.t], k/n+ the seeds with Δ > 0, p of the two-sided "
+            "mean ± t(n−1)·sd/√n with scipy.stats.t], k/n+ the seeds with Δ > 0, p of the two-sided "
             "paired t-test. Only seeds both strategies have are paired (\"2 of 3\": a side lacks a "
             f"seed). Higher is better for {', '.join(higher) or 'none'}; lower is better for "
             f"{', '.join(lower) or 'none'}, so a negative Δ is an improvement there. n = 1: no "
@@ -495,7 +495,7 @@ def n_buys_markdown(t: pd.DataFrame, scale: Mapping[str, float] = DISPLAY_SCALE,
     half-width of the interval it gives at each n (median comparison / largest sd)."""
     ns = [int(c[2:-7]) for c in t.columns if c.startswith("hw") and c.endswith("_median")]
     lines = [f"What n buys: half-width of the {100 * confidence:g} % t-interval of a paired Δ, "
-             "t_{n−1}·sd/√n, for the median and the largest sd of the paired Δ observed in this "
+             "t(n−1)·sd/√n, for the median and the largest sd of the paired Δ observed in this "
              "study (same units as the Δ tables).", "",
              "| dataset | noise | metric | sd of Δ (median / max) | "
              + " | ".join(f"±, n = {n}" for n in ns) + " |",
