@@ -15,10 +15,10 @@ Everything here reads the study's tidy rounds table (one row per cell and round,
   from :data:`scipy.stats.t`. Edge cases, by definition here:
 
   - n = 1: no sd, so no interval and no test (sd, interval, t and p are NaN);
-  - all n differences equal (zero variance): an interval of width 0 at that value; if it is not
-    0, t = ±∞ and p = 0 (scipy's value: every seed moves by the same amount); if every
-    difference is exactly 0 (identical curves), t = 0 and p = 1 (scipy gives NaN; "no evidence
-    of a difference" is the reading a table needs).
+  - all n differences equal (zero variance, up to float rounding: :data:`EQUAL_TOLERANCE`): an
+    interval of width 0 at that value; if it is not 0, t = ±∞ and p = 0 (scipy's value: every
+    seed moves by the same amount); if every difference is 0 (identical curves), t = 0 and
+    p = 1 (scipy gives NaN; "no evidence of a difference" is the reading a table needs).
 - **AULC** (area under the learning curve, Zhan et al. 2021's AUBC) is the trapezoid area over
   a label range divided by that range, the formula of :func:`asknlearn.results.area_under_curve`,
   per cell and then paired like any other value.
@@ -59,6 +59,8 @@ DISPLAY_SCALE: Mapping[str, float] = {"accuracy": 100.0}
 CONFIDENCE = 0.95
 ALPHA = 0.05
 N_BUYS = (3, 5, 10)
+# paired differences this close to each other are equal (float rounding, not seed noise)
+EQUAL_TOLERANCE = 1e-12
 SETTING = ["dataset", "noise"]  # what the penalty matrix weighs by its label counts
 POINT = [*SETTING, "labels"]  # one comparison point: a setting at one label count
 _VALUE_COLUMNS = ["dataset", "noise", "strategy", "seed", "labels"]
@@ -178,16 +180,22 @@ def t_interval(n: np.ndarray, mean: np.ndarray, sd: np.ndarray, confidence: floa
 
 
 def _paired_test(paired: pd.DataFrame, group: list[str], confidence: float) -> pd.DataFrame:
-    """n, mean, sd, interval, k positive, t and p of ``delta`` per ``group``; the sd of all-equal
-    differences is exactly 0 (not a rounding residue), so they get a width-0 interval."""
-    g = paired.assign(_pos=paired["delta"] > 0).groupby(group, sort=False)
+    """n, mean, sd, interval, k positive, t and p of ``delta`` per ``group``. Differences equal
+    up to float rounding (spread ≤ :data:`EQUAL_TOLERANCE` × max(1, |Δ|)) have sd exactly 0, so
+    a constant shift such as 0.72 + 0.03 − 0.72 gets a width-0 interval and p = 0, not a
+    rounding residue's p."""
+    g = paired.assign(_pos=paired["delta"] > 0, _abs=paired["delta"].abs()).groupby(group, sort=False)
     t = g.agg(n=("delta", "count"), mean=("delta", "mean"), sd=("delta", "std"),
-              _lo=("delta", "min"), _hi=("delta", "max"), k_positive=("_pos", "sum"))
-    t["sd"] = t["sd"].where(t["_lo"] != t["_hi"], 0.0).where(t["n"] >= 2)
+              _lo=("delta", "min"), _hi=("delta", "max"), _big=("_abs", "max"),
+              k_positive=("_pos", "sum"))
+    equal = (t["_hi"] - t["_lo"]) <= EQUAL_TOLERANCE * t["_big"].clip(lower=1.0)
+    t["sd"] = t["sd"].where(~equal, 0.0).where(t["n"] >= 2)
+    # equal differences around 0 (identical curves up to rounding) are exactly 0
+    t["mean"] = t["mean"].where(~equal | (t["_big"] > EQUAL_TOLERANCE), 0.0)
     half, tt, p = t_interval(t["n"], t["mean"], t["sd"], confidence)
     t["ci_low"], t["ci_high"], t["half_width"] = t["mean"] - half, t["mean"] + half, half
     t["t"], t["p"] = tt, p
-    return t.drop(columns=["_lo", "_hi"])
+    return t.drop(columns=["_lo", "_hi", "_big"])
 
 
 def paired_deltas(values: pd.DataFrame, reference: str) -> pd.DataFrame:
