@@ -262,6 +262,8 @@ def test_delta_table_and_csv(tmp_path):
     df = _rounds({**{("ref", i, x): v + x / 1e4 for i, v in enumerate(REF) for x in (100, 200)},
                   **{("new", i, x): v + x / 1e4 for i, v in enumerate(NEW) for x in (100, 200)}})
     s = S.paired_summary(S.long_values(df, ["accuracy"]), "ref")
+    every = S.paired_summary(S.long_values(df), "ref")
+    assert list(dict.fromkeys(every["metric"])) == ["accuracy", "ece", "nll", "brier"]  # the paper's order
     md = S.delta_markdown(s)
     assert md.startswith("Δ = strategy − ref, paired by seed") and "95 % t-interval" in md
     r = s.iloc[0]
