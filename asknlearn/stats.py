@@ -93,7 +93,7 @@ def long_values(df: pd.DataFrame, metrics: Sequence[str] = tuple(HIGHER_IS_BETTE
     _check_columns(df, [*_VALUE_COLUMNS, *metrics], "rounds table")
     at = df
     if labels is not None:
-        have = set(df["labels"].astype(int))
+        have = set(df["labels"].unique().astype(int).tolist())
         absent = [x for x in labels if int(x) not in have]
         if absent:
             raise StatsError(f"label counts {absent} are in no round; valid: {sorted(have)}")
@@ -149,7 +149,7 @@ def aulc_values(df: pd.DataFrame, ranges: Sequence[tuple[int, int]], metrics: Se
         out.append(a.rename("value").reset_index().assign(labels_from=int(lo), labels=int(hi)))
     if not out:
         raise StatsError(f"no cell has rounds at both ends of any range {list(ranges)}; valid: ranges "
-                         f"from the label counts {sorted(set(long['labels']))}")
+                         f"from the label counts {sorted(long['labels'].unique().tolist())}")
     cols = ["dataset", "noise", "strategy", "seed", "labels_from", "labels", "metric", "value"]
     return pd.concat(out, ignore_index=True)[cols]
 
@@ -202,9 +202,9 @@ def paired_deltas(values: pd.DataFrame, reference: str) -> pd.DataFrame:
     """``values`` (from :func:`long_values` or :func:`aulc_values`) of every strategy but the
     reference, with ``reference_value`` and ``delta`` = value − reference value of the same
     seed at the same point; only seeds both have (an inner join)."""
-    if reference not in set(values["strategy"]):
+    if reference not in set(values["strategy"].unique()):
         raise StatsError(f"reference strategy {reference!r} is not in the table; "
-                         f"valid: {sorted(set(values['strategy']))}")
+                         f"valid: {sorted(set(values['strategy'].unique()))}")
     point = _point_columns(values)
     ref = (values[values["strategy"] == reference].drop(columns="strategy")
            .rename(columns={"value": "reference_value"}))
@@ -228,7 +228,7 @@ def paired_summary(values: pd.DataFrame, reference: str, confidence: float = CON
     if not 0 < confidence < 1 or not 0 < alpha < 1:
         raise StatsError(f"confidence {confidence!r} / alpha {alpha!r} are not valid; "
                          "valid: values in (0, 1)")
-    _direction(sorted(set(values["metric"])), higher_is_better)
+    _direction(sorted(set(values["metric"].unique())), higher_is_better)
     point = _point_columns(values)
     paired = paired_deltas(values, reference)
     group = [*point, "strategy"]
@@ -248,7 +248,7 @@ def paired_summary(values: pd.DataFrame, reference: str, confidence: float = CON
     cols = [*point, "strategy", "reference", "n", "n_strategy", "n_reference", "mean", "sd", "ci_low",
             "ci_high", "half_width", "k_positive", "t", "p", "verdict", "strategy_mean", "reference_mean"]
     # metrics in the order the values list them (the paper's), the rest sorted
-    place = {m: i for i, m in enumerate(dict.fromkeys(values["metric"]))}
+    place = {m: i for i, m in enumerate(values["metric"].unique())}
     return (t[cols].sort_values([*point, "strategy"], kind="stable",
                                 key=lambda c: c.map(place) if c.name == "metric" else c)
             .reset_index(drop=True))
@@ -303,8 +303,9 @@ def penalty_matrix(values: pd.DataFrame, metric: str, alpha: float = ALPHA,
         raise StatsError(f"alpha {alpha!r} is not valid; valid: a value in (0, 1)")
     v = values[values["metric"] == metric]
     if v.empty:
-        raise StatsError(f"metric {metric!r} has no values; valid: {sorted(set(values['metric']))}")
-    present = list(dict.fromkeys(v["strategy"]))
+        raise StatsError(f"metric {metric!r} has no values; "
+                         f"valid: {sorted(set(values['metric'].unique()))}")
+    present = list(v["strategy"].unique())
     order = list(strategies) if strategies is not None else present
     unknown = [s for s in order if s not in present]
     if unknown:
@@ -335,10 +336,11 @@ def ranks_per_point(values: pd.DataFrame, higher_is_better: Mapping[str, bool] =
                     ) -> pd.DataFrame:
     """Per point (dataset, noise, labels, metric) and strategy: the seed-mean and its rank among
     the strategies there (1 = best in the metric's direction, ties get their average rank)."""
-    _direction(sorted(set(values["metric"])), higher_is_better)
+    _direction(sorted(set(values["metric"].unique())), higher_is_better)
     point = _point_columns(values)
     means = values.groupby([*point, "strategy"], sort=False)["value"].mean().rename("mean").reset_index()
-    signed = means["mean"] * means["metric"].map(lambda m: -1.0 if higher_is_better[m] else 1.0)
+    flip = {m: -1.0 if up else 1.0 for m, up in higher_is_better.items()}
+    signed = means["mean"] * means["metric"].map(flip)
     means["rank"] = signed.groupby([means[c] for c in point]).rank(method="average")
     return means
 
@@ -348,11 +350,12 @@ def mean_ranks(values: pd.DataFrame, higher_is_better: Mapping[str, bool] = HIGH
     quartiles and IQR, and the number of points; sorted by metric, then mean rank."""
     r = ranks_per_point(values, higher_is_better)
     g = r.groupby(["metric", "strategy"], sort=False)["rank"]
-    out = g.agg(mean_rank="mean", sd="std", q25=lambda s: s.quantile(0.25), median="median",
-                q75=lambda s: s.quantile(0.75), points="count").reset_index()
+    out = g.agg(mean_rank="mean", sd="std", median="median", points="count")
+    out["q25"], out["q75"] = g.quantile(0.25), g.quantile(0.75)
+    out = out.reset_index()
     out["iqr"] = out["q75"] - out["q25"]
     out["of"] = out["metric"].map(r.groupby("metric")["strategy"].nunique())
-    order = {m: i for i, m in enumerate(dict.fromkeys(values["metric"]))}
+    order = {m: i for i, m in enumerate(values["metric"].unique())}
     return (out.sort_values(["metric", "mean_rank"], key=lambda c: c.map(order) if c.name == "metric" else c,
                             kind="stable").reset_index(drop=True))
 
@@ -442,8 +445,8 @@ def delta_markdown(summary: pd.DataFrame, metrics: Sequence[str] | None = None,
     if summary.empty:
         raise StatsError("the paired summary is empty; valid: a summary with at least one comparison")
     reference = str(summary["reference"].iloc[0])
-    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(summary["metric"]))
-    strategies = list(order) if order is not None else list(dict.fromkeys(summary["strategy"]))
+    metrics = list(metrics) if metrics is not None else list(summary["metric"].unique())
+    strategies = list(order) if order is not None else list(summary["strategy"].unique())
     rank = {s: i for i, s in enumerate(strategies)}
     ranged = "labels_from" in summary.columns
     lines = [delta_caption(reference, confidence,

@@ -98,9 +98,9 @@ def difference_figure(summary: pd.DataFrame, metrics: Sequence[str] | None = Non
         raise StatsError("difference curves need a paired summary at label counts; valid: "
                          "stats.paired_summary(stats.long_values(rounds), reference)")
     reference = str(summary["reference"].iloc[0])
-    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(summary["metric"]))
-    strategies = list(order) if order is not None else list(dict.fromkeys(summary["strategy"]))
-    settings = list(dict.fromkeys(zip(summary["dataset"], summary["noise"], strict=True)))
+    metrics = list(metrics) if metrics is not None else list(summary["metric"].unique())
+    strategies = list(order) if order is not None else list(summary["strategy"].unique())
+    settings = list(summary[["dataset", "noise"]].drop_duplicates().itertuples(index=False, name=None))
     s = summary[summary["strategy"].isin(strategies) & summary["metric"].isin(metrics)]
     cells = {k: g.sort_values("labels") for k, g in s.groupby(["dataset", "noise", "metric", "strategy"])}
     nrow, ncol = len(settings), len(metrics)
@@ -140,7 +140,7 @@ def difference_figure(summary: pd.DataFrame, metrics: Sequence[str] | None = Non
                     labels.append(lab)
         # at the right: a legend above or below the panels collides with the title or caption
         fig.legend(handles, labels, loc="outside right center", frameon=False)
-        ns = sorted(set(s["n"].astype(int)))
+        ns = sorted(s["n"].unique().astype(int))
         n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
         title = (f"{settings[0][0]}, noise {settings[0][1]:g}: " if nrow == 1 else "") + \
             f"Δ vs {reference}, band: {100 * confidence:g} % t-interval, n = {n} seeds"
@@ -199,7 +199,7 @@ def rank_figure(ranks: pd.DataFrame, names: Mapping[str, str] | None = None, wid
     (dot), ± sd (thin line) and IQR (thick line), best at the top."""
     import matplotlib.pyplot as plt
 
-    metrics = list(dict.fromkeys(ranks["metric"]))
+    metrics = list(ranks["metric"].unique())
     ncol = min(len(metrics), 2)  # strategy names need the width of half a page
     nrow = math.ceil(len(metrics) / ncol)
     with _style():
