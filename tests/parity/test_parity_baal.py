@@ -24,7 +24,7 @@ heuristics = pytest.importorskip("baal.active.heuristics")
 stochastics = pytest.importorskip("baal.active.heuristics.stochastics")
 
 import ours  # noqa: E402
-from conftest import P_MIN  # noqa: E402
+from parity_stats import P_MIN, counts_of, gof_p, homogeneity_p, softmax  # noqa: E402
 
 B = 25
 
@@ -66,8 +66,6 @@ def _small_pool() -> np.ndarray:
     t, n, k = 30, 6, 3
     mean = rng.normal(size=(1, n, k))
     noise = rng.normal(size=(t, n, k)) * np.array([0.3, 0.6, 1.0, 1.5, 2.0, 3.0])[None, :, None]
-    from conftest import softmax
-
     return softmax(mean + noise)
 
 
@@ -100,25 +98,25 @@ def _baal_draws(mc: np.ndarray, temperature: float, seed: int) -> list[tuple]:
         np.random.set_state(state)
 
 
-def test_powerbald_draws_follow_bald_to_the_beta(small, stats):
+def test_powerbald_draws_follow_bald_to_the_beta(small):
     """Ours at β = 2: the ordered first two draws fit successive sampling ∝ BALD²."""
     mc, scores, mine = small
-    counts = stats["counts"](mine, PAIRS)
-    assert stats["gof"](counts, _exact_first_two(scores, 2.0)) > P_MIN
+    counts = counts_of(mine, PAIRS)
+    assert gof_p(counts, _exact_first_two(scores, 2.0)) > P_MIN
 
 
-def test_powerbald_matches_baal_power_sampling_at_temperature_one_over_beta(small, stats):
+def test_powerbald_matches_baal_power_sampling_at_temperature_one_over_beta(small):
     mc, scores, mine = small
     theirs = _baal_draws(mc, temperature=0.5, seed=11)
-    ct = stats["counts"](theirs, PAIRS)
-    assert stats["gof"](ct, _exact_first_two(scores, 2.0)) > P_MIN
-    assert stats["homogeneity"](stats["counts"](mine, PAIRS), ct) > P_MIN
+    ct = counts_of(theirs, PAIRS)
+    assert gof_p(ct, _exact_first_two(scores, 2.0)) > P_MIN
+    assert homogeneity_p(counts_of(mine, PAIRS), ct) > P_MIN
 
 
-def test_negative_control_temperature_equal_to_beta_is_rejected(small, stats):
+def test_negative_control_temperature_equal_to_beta_is_rejected(small):
     """The test can fail: baal at temperature = β = 2 (∝ BALD^0.5) is not our β = 2."""
     mc, scores, mine = small
     theirs = _baal_draws(mc, temperature=2.0, seed=12)
-    assert stats["homogeneity"](stats["counts"](mine, PAIRS),
-                                stats["counts"](theirs, PAIRS)) < 1e-12
-    assert stats["gof"](stats["counts"](theirs, PAIRS), _exact_first_two(scores, 2.0)) < 1e-12
+    assert homogeneity_p(counts_of(mine, PAIRS),
+                                counts_of(theirs, PAIRS)) < 1e-12
+    assert gof_p(counts_of(theirs, PAIRS), _exact_first_two(scores, 2.0)) < 1e-12

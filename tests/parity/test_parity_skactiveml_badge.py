@@ -23,11 +23,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("skactiveml")
+import ours  # noqa: E402
+from parity_stats import P_MIN, counts_of, gof_p, softmax  # noqa: E402
 from skactiveml.base import SkactivemlClassifier  # noqa: E402
 from skactiveml.pool import Badge  # noqa: E402
-
-import ours  # noqa: E402
-from conftest import P_MIN, softmax  # noqa: E402
 
 
 class _Given(SkactivemlClassifier):
@@ -152,28 +151,28 @@ def far():
     return pairs, exact, _our_pairs(probs, feats, first)
 
 
-def test_second_and_third_picks_follow_skactiveml_d2_probabilities(far, stats):
+def test_second_and_third_picks_follow_skactiveml_d2_probabilities(far):
     pairs, exact, mine = far
     p = exact.prod(1)
     assert abs(p.sum() - 1.0) < 1e-9
-    assert stats["gof"](stats["counts"](mine, pairs), p) > P_MIN
+    assert gof_p(counts_of(mine, pairs), p) > P_MIN
 
 
-def test_negative_control_d_instead_of_d2_is_rejected(far, stats):
+def test_negative_control_d_instead_of_d2_is_rejected(far):
     """The test can fail: the same draws against sampling ∝ D (not D²) at each step."""
     pairs, exact, mine = far
     step2 = {}
-    for (j, _), (p2, _) in zip(pairs, exact):
+    for (j, _), (p2, _) in zip(pairs, exact, strict=True):
         step2[j] = p2
     norm2 = sum(np.sqrt(v) for v in step2.values())
     # ∝ D at step 3 after j: sqrt of the reference's D² probabilities, renormalized per j
     norm3 = {}
-    for (j, _), (_, p3) in zip(pairs, exact):
+    for (j, _), (_, p3) in zip(pairs, exact, strict=True):
         norm3[j] = norm3.get(j, 0.0) + np.sqrt(p3)
     d_exact = np.array([np.sqrt(p2) / norm2 * np.sqrt(p3) / norm3[j]
-                        for (j, _), (p2, p3) in zip(pairs, exact)])
+                        for (j, _), (p2, p3) in zip(pairs, exact, strict=True)])
     assert abs(d_exact.sum() - 1.0) < 1e-9
-    assert stats["gof"](stats["counts"](mine, pairs), d_exact) < 1e-12
+    assert gof_p(counts_of(mine, pairs), d_exact) < 1e-12
 
 
 def test_skactiveml_keeps_the_origin_as_a_centre_and_ours_follows_badge():
