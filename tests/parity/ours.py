@@ -103,10 +103,6 @@ def typicality_scores(x: np.ndarray, neighbours: int) -> np.ndarray:
     return typicality(_t(x), neighbours).numpy()
 
 
-TYPICLUST_MIN_CLUSTER_SIZE = TypiclustSelector.MIN_CLUSTER_SIZE
-TYPICLUST_K_NN = TypiclustSelector.K_NN
-
-
 @contextmanager
 def _fixed_clusters(labels: np.ndarray | None, requested: list[int]):
     """TypiClust with its k-means replaced: ``labels`` (over pool rows then labeled rows) are

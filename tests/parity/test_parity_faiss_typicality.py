@@ -20,6 +20,10 @@ faiss = pytest.importorskip("faiss")
 
 import ours  # noqa: E402
 
+# the authors' constants (their TypiClust class), stated here independently of ours
+MIN_CLUSTER_SIZE = 5
+K_NN = 20
+
 
 def _faiss_typicality(x: np.ndarray, k: int) -> np.ndarray:
     f = np.ascontiguousarray(x, dtype=np.float32)
@@ -44,14 +48,14 @@ def _authors_rule(pool, labels_all, n_pool, b):
     existing = np.bincount(labels_all[n_pool:], minlength=ids.max() + 1)[ids]
     df = pd.DataFrame({"cluster_id": ids, "cluster_size": sizes, "existing_count": existing,
                        "neg_cluster_size": -sizes})
-    df = df[df.cluster_size > ours.TYPICLUST_MIN_CLUSTER_SIZE]
+    df = df[df.cluster_size > MIN_CLUSTER_SIZE]
     df = df.sort_values(["existing_count", "neg_cluster_size"])
     free = labels_all[:n_pool].copy()
     picks = []
     for i in range(b):
         cluster = df.iloc[i % len(df)].cluster_id
         members = np.flatnonzero(free == cluster)
-        typ = _faiss_typicality(pool[members], min(ours.TYPICLUST_K_NN, len(members) // 2))
+        typ = _faiss_typicality(pool[members], min(K_NN, len(members) // 2))
         picks.append(int(members[typ.argmax()]))
         free[picks[-1]] = -1
     return np.array(picks)
