@@ -78,12 +78,15 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def cli_fork(*args: str, timeout: float, **env: str) -> tuple[int, str, str]:
+def cli_fork(*args: str, timeout: float, until: tuple[str, float] | None = None,
+             **env: str) -> tuple[int, str, str]:
     """``python -m asknlearn ARGS`` in a forked child of this process, with ``env`` added:
     (exit status, stdout, stderr). For what must not hang this process (a stalled server, a
     FIFO) or what prints while it runs (a heartbeat). A fork inherits the imports made here,
     so it starts in milliseconds where a fresh interpreter takes seconds. A child still
-    running after ``timeout`` s is killed and fails the test: it hung."""
+    running after ``timeout`` s is killed and fails the test: it hung. ``until=(text, s)``:
+    it also hung if ``text`` is not on its stderr within ``s`` seconds (a short first
+    deadline, so a hang costs little while a loaded machine still has ``timeout`` to finish)."""
     import tempfile
     import time
 
@@ -116,17 +119,21 @@ def cli_fork(*args: str, timeout: float, **env: str) -> tuple[int, str, str]:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        end = time.monotonic() + timeout
+        start = time.monotonic()
+        end = start + timeout
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if time.monotonic() > end:
+            first = until is not None and time.monotonic() > start + until[1] and until[0] \
+                not in Path(paths[1]).read_text(errors="replace")
+            if first or time.monotonic() > end:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
                 err = Path(paths[1]).read_text(errors="replace")
                 raise AssertionError(f"asknlearn {' '.join(map(str, args))} hung: still running "
-                                     f"after {timeout:g} s; its stderr so far:\n{err[-3000:]}")
+                                     f"after {timeout:g} s, or without {until} on stderr; its "
+                                     f"stderr so far:\n{err[-3000:]}")
             time.sleep(0.05)
         out, err = (Path(p).read_text(errors="replace") for p in paths)
     return os.waitstatus_to_exitcode(status), out, err
@@ -381,7 +388,7 @@ def test_cell_against_a_trickling_server_goes_on_untracked(trickling_server, tmp
     out = tmp_path / "cell"
     code, _, err = cli_fork("run", *TINY, "--tracking", "true", "--tracking-uri",
                             trickling_server.url, "--strategy", "random", "--out", out,
-                            timeout=30, **DEADLINE)
+                            timeout=180, until=("warning: MLflow tracking", 20), **DEADLINE)
     assert code == 0, err[-3000:]
     warnings = [ln for ln in err.splitlines() if "warning: MLflow tracking" in ln]
     assert len(warnings) == 1, err[-3000:]
@@ -393,7 +400,7 @@ def test_cell_against_a_trickling_server_goes_on_untracked(trickling_server, tmp
 def test_init_store_against_a_trickling_server_warns_and_goes_on(trickling_server, tmp_path):
     flag = tmp_path / "store.flag"
     code, _, err = cli_fork("init-store", "--tracking-uri", trickling_server.url, "--experiment",
-                            "r3", "--if-down", "warn", "--out", flag, timeout=20, **DEADLINE)
+                            "r3", "--if-down", "warn", "--out", flag, timeout=25, **DEADLINE)
     assert code == 0, err[-3000:]
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
     assert flag.read_text() == "untracked\n"
@@ -403,7 +410,7 @@ def test_init_store_against_a_trickling_server_warns_and_goes_on(trickling_serve
 def test_backfill_against_a_trickling_server_fails_in_one_line(trickling_server, finished_cell,
                                                                 tmp_path):
     cell = cell_copy(finished_cell, tmp_path / "cell")
-    code, _, err = cli_fork("backfill", cell, "--tracking-uri", trickling_server.url, timeout=20,
+    code, _, err = cli_fork("backfill", cell, "--tracking-uri", trickling_server.url, timeout=25,
                             **DEADLINE)
     line = error_line(code, err, expected_code=1)
     assert "rerun" in line
