@@ -219,15 +219,16 @@ def write_idx(path: Path, arr: np.ndarray) -> None:
         fh.write(head + arr.tobytes())
 
 
-def tiny_mnist_gz(root: Path, monkeypatch, n_train: int = 40, n_test: int = 10) -> Path:
-    """Only the four canonical ``.gz`` files of a tiny MNIST under ``root/MNIST/raw``, with
+def tiny_mnist_gz(root: Path, monkeypatch, n_train: int = 40, n_test: int = 10,
+                  folder: str = "MNIST") -> Path:
+    """Only the four canonical ``.gz`` files of a tiny MNIST under ``root/<folder>/raw``, with
     torchvision's resource list patched to their MD5s and an unreachable mirror (this process
     only). Returns the raw folder."""
     import hashlib
 
     import torchvision.datasets as tvd
 
-    raw = root / "MNIST" / "raw"
+    raw = root / folder / "raw"
     rng = np.random.default_rng(0)
     arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
               "train-labels-idx1-ubyte": np.arange(n_train) % 10,
@@ -237,8 +238,9 @@ def tiny_mnist_gz(root: Path, monkeypatch, n_train: int = 40, n_test: int = 10) 
     for name, arr in arrays.items():
         write_idx(raw / name, arr)
         md5s[f"{name}.gz"] = hashlib.md5((raw / f"{name}.gz").read_bytes()).hexdigest()
-    monkeypatch.setattr(tvd.MNIST, "resources", [(n, md5s[n]) for n, _ in tvd.MNIST.resources])
-    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    for cls in (tvd.MNIST, tvd.FashionMNIST):
+        monkeypatch.setattr(cls, "resources", [(n, md5s[n]) for n, _ in cls.resources])
+        monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])
     return raw
 
 
@@ -1016,12 +1018,12 @@ def test_imagefolder_fifo_is_named(tmp_path):
 @issue(12, "a read-only data root holding the .gz files suggests linking them in")
 def test_read_only_data_root_is_named(tmp_path, monkeypatch):
     root = tmp_path / "data"
-    raw = tiny_mnist_gz(root, monkeypatch)
+    raw = tiny_mnist_gz(root, monkeypatch, folder="FashionMNIST")
     for p in (raw, raw.parent, root):
         p.chmod(0o555)
     try:
-        code, _, err = cli("run", "--dataset", "mnist", "--data-root", root, "--download",
-                           "false", *SMALL, "--out", tmp_path / "cell")
+        code, _, err = cli("run", "--dataset", "fashion_mnist", "--data-root", root,
+                           "--download", "false", *SMALL, "--out", tmp_path / "cell")
     finally:
         for p in (root, raw.parent, raw):
             p.chmod(0o755)
