@@ -1,10 +1,11 @@
 """Several cells' MLPs trained together (asknlearn.batched) vs one after another (train_model).
 
 Fashion-MNIST (the real files when available, else random images of the same shape), the MLP,
-cross-entropy, Adam 1e-3, batch 64, trained to 99 % training accuracy or ``--max-epochs``.
-Cell c is set up as the loop sets up round 1 of seed c: its own labeled set of ``--labels``
-points, fresh init from derive_seed(c, "init", 1), batch order from generator(c, "batches",
-1). For M = 1, 4, 8, 16 and each thread count, the same process times
+cross-entropy (``--loss``: LWCC, or VWCC on the dropout MLP with T = 5), Adam 1e-3, batch 64,
+trained to 99 % training accuracy or ``--max-epochs``. Cell c is set up as the loop sets up
+round 1 of seed c: its own labeled set of ``--labels`` points, fresh init from derive_seed(c,
+"init", 1), batch order from generator(c, "batches", 1), dropout masks from derive_seed(c,
+"dropout", 1). For M = 1, 4, 8, 16 and each thread count, the same process times
   sequential  M cells one after another with train_model (cell c timed alone once; the time
               of M cells is the sum over the first M)
   batched     the same M cells in one asknlearn.batched.train_batched call
@@ -31,14 +32,14 @@ import _common as C  # noqa: E402
 from asknlearn.batched import train_batched  # noqa: E402
 from asknlearn.data import load_dataset  # noqa: E402
 from asknlearn.loop import derive_seed, generator  # noqa: E402
-from asknlearn.losses import CrossEntropy  # noqa: E402
+from asknlearn.losses import build_loss  # noqa: E402
 from asknlearn.models import build_model  # noqa: E402
 from asknlearn.train import train_model  # noqa: E402
 
 
-def _model(seed: int):
+def _model(seed: int, dropout: float):
     torch.manual_seed(derive_seed(seed, "init", 1))
-    return build_model("mlp", (1, 28, 28), 10, 0.0)
+    return build_model("mlp", (1, 28, 28), 10, dropout)
 
 
 def _labeled(n_train: int, labels: int, seed: int) -> torch.Tensor:
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-epochs", type=int, default=200)
     ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--loss", choices=("ce", "lwcc", "vwcc"), default="ce",
+                    help="vwcc: the dropout MLP (rate 0.5), T = 5 stochastic passes a step")
     ap.add_argument("--synthetic", action="store_true", help="random images even if real data exist")
     args = ap.parse_args()
     prog = Path(sys.argv[0]).name
@@ -67,6 +70,8 @@ def main() -> int:
         print(f"{prog}: error: --device {args.device}; valid: cpu (this measures CPU overhead)",
               file=sys.stderr)
         return 2
+    loss = build_loss(args.loss, 1.0, 5)
+    dropout = 0.5 if args.loss == "vwcc" else 0.0
     env = C.environment(device, args.threads)
     env["thread_counts"] = args.thread_counts
     with tempfile.TemporaryDirectory(prefix="bench_batched_") as tmp:
@@ -76,7 +81,8 @@ def main() -> int:
         data = load_dataset("fashion_mnist", root, device)
     x_all, y_all = data.x_train, data.y_train
     m_max = max(args.cells)
-    print(f"batched cells: MLP, {'real' if real else 'synthetic'} Fashion-MNIST, CE, batch 64, "
+    print(f"batched cells: MLP, {'real' if real else 'synthetic'} Fashion-MNIST, {args.loss}, "
+          f"dropout {dropout}, batch 64, "
           f"target {args.target}, max_epochs {args.max_epochs}, {os.cpu_count()} cores, "
           f"load {env['loadavg_start']}", flush=True)
     res: dict = {"real_data": real, "runs": []}
@@ -91,18 +97,21 @@ def main() -> int:
             for m in args.cells:
                 # interleave: the sequential cells this M needs first, then the batched run
                 while len(alone) < m:
-                    c, mod = len(alone), _model(len(alone))
+                    c, mod = len(alone), _model(len(alone), dropout)
                     load = list(os.getloadavg())
+                    torch.manual_seed(derive_seed(c, "dropout", 1))  # as the loop seeds a round
                     t, r = C.timed(functools.partial(
-                        train_model, mod, CrossEntropy(), xs[c], ys[c],
+                        train_model, mod, loss, xs[c], ys[c],
                         target_accuracy=args.target, max_epochs=args.max_epochs,
                         generator=generator(c, "batches", 1)), device)
                     alone.append((t, r, mod, load))
-                mods = [_model(c) for c in range(m)]
+                mods = [_model(c, dropout) for c in range(m)]
                 load = list(os.getloadavg())
                 tb, rb = C.timed(functools.partial(
-                    train_batched, mods, [CrossEntropy()] * m, xs[:m], ys[:m],
-                    [generator(c, "batches", 1) for c in range(m)], target_accuracy=args.target,
+                    train_batched, mods, [loss] * m, xs[:m], ys[:m],
+                    [generator(c, "batches", 1) for c in range(m)],
+                    dropout_generators=[generator(c, "dropout", 1) for c in range(m)],
+                    target_accuracy=args.target,
                     max_epochs=args.max_epochs), device)
                 ts = sum(a[0] for a in alone[:m])
                 dw = max(float((p - q).detach().abs().max()) for c in range(m) for p, q in
@@ -133,7 +142,7 @@ def main() -> int:
         all(r["same_epochs"] for r in res["runs"])), all(r["same_epochs"] for r in res["runs"]),
         unit="", limit="a cell crossed its target accuracy in another epoch (reassociation)"))
     C.write_result(args, "batched", env,
-                   {"model": "mlp", "loss": "ce", "batch_size": 64, "lr": 1e-3,
+                   {"model": "mlp", "loss": args.loss, "dropout": dropout, "batch_size": 64, "lr": 1e-3,
                     "target_accuracy": args.target, "max_epochs": args.max_epochs,
                     "labels": args.labels, "cells": args.cells,
                     "thread_counts": args.thread_counts}, res, targets)

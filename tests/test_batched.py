@@ -162,3 +162,23 @@ def test_refuses_what_it_cannot_stack(digits):
                       [y] * 2, gen * 2, dropout_generators=gen * 2)
     with pytest.raises(ValueError, match="one dropout generator per model"):
         train_batched([_model(0, 0, x.shape[1:], 0.5)], [CrossEntropy()], [x], [y], gen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["ce", "vwcc"])
+def test_bench_batched_quick(tmp_path, loss):
+    """The benchmark's smoke run: it writes its result file, and both modes agree on epochs."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_batched.py"), "--quick",
+                           "--threads", "1", "--loss", loss, "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "batched.json").read_text())
+    assert doc["quick"] is True and doc["params"]["loss"] == loss
+    assert all(r["same_epochs"] for r in doc["results"]["runs"])
+    assert "loadavg_start" in doc["environment"]
