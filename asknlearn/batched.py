@@ -130,12 +130,14 @@ def _loss_kind(loss) -> tuple[str, float, int]:
                        "LWCC, VWCC (asknlearn.losses)")
 
 
-def _ce_lwcc(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: torch.Tensor
+def _ce_lwcc(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: torch.Tensor | None
              ) -> torch.Tensor:
     """Per cell (M,): Σ_i w_i [ℓ_ce^i + λ_c β_i D_KL(U || p_i)] (eq. 3; λ_c = 0 is cross-entropy), with
     w_i = 1/b_c on a cell's b_c real rows and 0 on padding: each cell's term is its mean loss."""
     log_p = F.log_softmax(logits, dim=-1)
     ce = -log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    if lam is None:  # cross-entropy in every cell: skip the exact zeros of the LWCC term
+        return (ce * w).sum(1)
     beta = lwcc_beta(log_p.detach().exp(), y)
     per = ce + lam[:, None] * beta * kl_uniform(log_p)
     return (per * w).sum(1)
@@ -341,7 +343,8 @@ def train_batched(
             logits = _forward(params, xt, masks).view(len(active), samples, width, -1)
             per_cell = _vwcc(logits, y, w)
         else:
-            per_cell = _ce_lwcc(_forward(params, x, masks), y, w, lam)
+            per_cell = _ce_lwcc(_forward(params, x, masks), y, w,
+                                lam if any(cells[c].lam for c in active) else None)
         per_cell.sum().backward()  # the cells share no parameter: each gets its own gradient
         _adam(params, m1, m2, step, lr, weight_decay)
         finite &= torch.isfinite(per_cell.detach())  # read at each cell's epoch end: no sync per step
