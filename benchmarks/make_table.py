@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
-ORDER = ("kmeanspp", "training", "vwcc", "inference", "cell", "gpu")
+ORDER = ("reference", "kmeanspp", "training", "vwcc", "inference", "cell", "gpu")
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -35,6 +35,28 @@ def _env_line(name: str, doc: dict) -> str:
     return (f"`{name}`: {env['device_name']}, {env['threads']} torch thread(s){load_s}, "
             f"{env.get('started', '')[:10]}"
             + (f", commit {env['commit']}" if env.get("commit") else ", commit not recorded"))
+
+
+def _reference_rows(doc: dict) -> list[str]:
+    """The whole-job pairs against the BADGE reference (bench_reference.py), one row a pair."""
+    env, p, r = doc["environment"], doc["params"], doc["results"]
+    ref_commit = (env.get("reference_commit") or "not recorded")[:7]
+    done = r.get("pairs_done", len(r["pairs"]))
+    head = (f"Whole job against the BADGE reference (JordanAsh/badge `run.py` at {ref_commit}, "
+            "its shims applied from outside its files, benchmarks/reference_shims): "
+            "Fashion-MNIST, BADGE, the MLP, "
+            f"{p['seed_size']} → {p['end_labels']:,} labels (b = {p['query_size']:,}), "
+            f"{p['threads']} threads, whole processes, interleaved"
+            + (f"; {done} of {p['pairs']} pairs finished" if done < p["pairs"] else "") + ":")
+    rows = [head, "", "| Pair | Load average before (ref / ours) | BADGE reference | asknlearn | Ratio |",
+            "|---|---|---|---|---|"]
+    for pair in r["pairs"]:
+        a, b = pair["reference"], pair["ours"]
+        rows.append(f"| {pair['pair']} | {a['loadavg_before'][0]:.1f} / {b['loadavg_before'][0]:.1f} | "
+                    f"{_seconds(a['wall_seconds'])}, test accuracy {a['test_accuracy']:.3f} | "
+                    f"{_seconds(b['wall_seconds'])}, test accuracy {b['test_accuracy']:.3f} | "
+                    f"{_fmt(pair['ratio'], '×')} |")
+    return rows
 
 
 def load_results(results: Path) -> tuple[dict[str, dict], list[str]]:
@@ -63,6 +85,9 @@ def render(docs: dict[str, dict]) -> str:
             status = "met" if t["met"] else f"**missed** ({t['limit']})" if t.get("limit") else "**missed**"
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in (
                 t["name"], t["goal"], _fmt(t["measured"], t["unit"]), status)) + " |")
+    ref = docs.get("reference")
+    if ref:
+        out += ["", *_reference_rows(ref)]
     km = docs.get("kmeanspp")
     if km:
         r, p = km["results"], km["params"]
