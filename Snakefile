@@ -24,3 +24,13 @@ rule all:
     input:
         final_outputs(),
         TRACKING_OUTPUTS,
+
+
+onsuccess:
+    # where the outputs are and the commands that open them, once the run has ended well
+    from snakemake.logging import logger
+
+    from asknlearn.console import where_lines
+
+    for line in where_lines(OUT, TRACKING_URI, [str(c) for c in workflow.overwrite_configfiles]):
+        logger.info(line)
