@@ -24,3 +24,35 @@ rule all:
     input:
         final_outputs(),
         TRACKING_OUTPUTS,
+
+
+if STUDY == "quickstart" and DATASETS == ["digits"]:
+
+    localrules:
+        readme_assets,
+
+    rule readme_assets:
+        # the README's figure, with the metrics and checksum the README tests hold it to:
+        # `snakemake --cores 2 -f readme_assets` after the quickstart's numbers changed
+        input:
+            png=f"{OUT}/figures/digits_noise0.png",
+            rounds=f"{OUT}/rounds.csv",
+        output:
+            "docs/img/quickstart.png",
+            "tests/data/quickstart_rounds.csv",
+            "tests/data/quickstart_figure.sha256",
+        params:
+            python=f"{_PYPATH} python",
+            study=OUT,
+        shell:
+            "{params.python} -m asknlearn.readme_assets {params.study:q}"
+
+
+onsuccess:
+    # where the outputs are and the commands that open them, once the run has ended well
+    from snakemake.logging import logger
+
+    from asknlearn.console import where_lines
+
+    for line in where_lines(OUT, TRACKING_URI, [str(c) for c in workflow.overwrite_configfiles]):
+        logger.info(line)

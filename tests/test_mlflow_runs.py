@@ -87,17 +87,38 @@ def rows(path: Path) -> int:
 
 
 def run_until_rounds_then(sig: int, out: Path, cmd: list[str], n: int = 2) -> int:
-    """Start ``cmd``, send ``sig`` once its rounds.csv holds ``n`` rounds; its exit status."""
+    """Start ``cmd``, send ``sig`` once its rounds.csv holds ``n`` rounds; its exit status.
+
+    A cell that goes on to its last round after the signal fails here with its stderr and
+    the rounds it wrote, and one still running 120 s after it is killed and fails as a lost
+    signal: an exit status alone (0 for a finished cell) cannot tell the two apart."""
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while rows(out / "rounds.csv") < n and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"the cell ended before it could be signalled: {proc.stderr.read()}"
+    at_signal = rows(out / "rounds.csv")
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"signal {sig} was lost: the cell ran on for 120 s after it "
+                             f"({at_signal} -> {rows(out / 'rounds.csv')} rounds):\n{err}") from None
     assert "Traceback" not in err or sig == signal.SIGTERM, err
+    written = rows(out / "rounds.csv")
+    assert written <= last_round(cmd), (
+        f"the cell finished all {written} rounds after signal {sig} (sent at {at_signal}); "
+        f"exit {proc.returncode}, stderr:\n{err}")
     return proc.returncode
+
+
+def last_round(cmd: list[str]) -> int:
+    """The last round of a ``cell_cmd`` cell: (budget) / query size."""
+    flag = dict(zip(cmd, cmd[1:], strict=False))
+    return int(flag["--budget"]) // int(flag["--query-size"])
 
 
 def the_run(base: str, study: str) -> dict:
@@ -266,9 +287,12 @@ def test_sigterm_ends_the_run_killed_and_a_resume_finishes_the_same_run(server, 
 
 @pytest.mark.slow
 def test_sigint_ends_the_run_killed(server, tmp_path):
+    """Ctrl-C after round 1: exit 130 and a KILLED run. 50 rounds (up to 1,020 labels), so
+    on a loaded machine the cell cannot reach its end before the signal acts; it stops at
+    the round in progress, seconds after the signal."""
     out = tmp_path / "cell"
-    assert run_until_rounds_then(signal.SIGINT, out, cell_cmd(out, server, "int", "--budget", "200"),
-                                 n=1) == 130
+    assert run_until_rounds_then(signal.SIGINT, out, cell_cmd(out, server, "int", "--budget", "1000"),
+                                 n=2) == 130
     assert the_run(server, "int")["info"]["status"] == "KILLED"
 
 

@@ -54,9 +54,11 @@ rule al_cell:
         experiment=cell_flags,
         runtime=RUNTIME_FLAGS,
         launcher=GPU_SLOT,
+        # the whole output to the log, each finished round also to the console (one line)
+        tee=TEE,
     shell:
         "{params.launcher} --gpus-per-job {resources.gpu} -- "
         "python -m asknlearn run --study {params.study:q} --dataset {params.dataset} "
         "--strategy {params.strategy} --seed {params.seed} --noise {params.noise} "
         "{params.experiment} {params.runtime} --threads {threads} --out {params.cell:q} "
-        "> {log:q} 2>&1"
+        "2>&1 | {params.tee} {log:q}"

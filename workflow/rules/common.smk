@@ -199,6 +199,7 @@ GPU_SLOT = (
     f" --cells-per-gpu {AL['cells_per_gpu']}"
 )
 TRACKING_URI = tracking_uri() or ""
+TEE = f"{_PYPATH} python -m asknlearn.console tee"
 RUNTIME_FLAGS = _runtime_flags()
 
 # ------------------------------------------------------------------ paths and input functions
@@ -229,6 +230,28 @@ def _report_cells() -> None:
 
 
 _report_cells()
+
+
+def _cap_cores() -> None:
+    """``--cores`` above the cores present (e.g. the README's ``--cores 8`` on a 2-core
+    machine) would run that many single-threaded cells at once, each several times slower:
+    cap the local core count at what the machine gives this process, with one warning. Only
+    for local runs (an executor with nodes, e.g. SLURM, schedules its own cores) and only in
+    the process the user started (jobs parse this file again)."""
+    from snakemake.logging import logger
+    from snakemake_interface_executor_plugins.settings import ExecMode
+
+    from asknlearn.console import cap_cores, cores_present
+
+    if workflow.exec_mode != ExecMode.DEFAULT or workflow.nodes is not None:
+        return
+    cores, warning = cap_cores(workflow.global_resources["_cores"].value, cores_present())
+    if warning:
+        workflow.global_resources["_cores"] = cores
+        logger.warning(f"asknlearn: {warning}")
+
+
+_cap_cores()
 
 
 def store_flag(wildcards) -> list[str]:
