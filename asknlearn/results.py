@@ -162,7 +162,7 @@ def _per_cell(df: pd.DataFrame, target: float) -> pd.DataFrame:
         rows.append({**dict(zip(CELL_KEYS, keys, strict=True)), "aulc": aulc,
                      "labels_to_target": float(x[hit[0]]) if len(hit) else math.nan,
                      "final_round": int(last["round"]), "final_labels": int(last["labels"]),
-                     "wall_minutes": float(g["round_seconds"].sum()) / 60.0
+                     "round_minutes": float(g["round_seconds"].sum()) / 60.0
                      if "round_seconds" in g else math.nan,
                      **{f"final_{m}": float(last[m]) for m in METRICS}})
     return pd.DataFrame(rows)
@@ -179,7 +179,7 @@ def summarize(df: pd.DataFrame, target: float,
     if not 0.0 < target <= 1.0:
         raise ReportError(f"target accuracy {target!r} is not valid; valid: a value in (0, 1]")
     cells = _per_cell(df, target)
-    values = ["aulc", "labels_to_target", *(f"final_{m}" for m in METRICS), "wall_minutes"]
+    values = ["aulc", "labels_to_target", *(f"final_{m}" for m in METRICS), "round_minutes"]
     group = ["study", "dataset", "noise", "strategy"]
     out = []
     for keys, g in cells.groupby(group, sort=False):
@@ -228,11 +228,13 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
              "Mean ± sd over seeds. AULC: area under the accuracy-vs-labels curve (trapezoid, "
              "divided by the label range). Labels to target: first round with test accuracy ≥ "
              f"{target:g} (mean over the seeds that reach it; reached k/n). Δ: paired by seed, "
-             "strategy minus reference.", ""]
+             "strategy minus reference. Round min/cell: the sum of the rounds' own times (training, "
+             "selection, evaluation), not the job's wall time (start-up, data loading and "
+             "tracking are outside it).", ""]
     for (ds, noise), g in s.groupby(["dataset", "noise"], sort=False):
         head = ["strategy", "n", "AULC", f"labels to {target:g}",
                 *(f"final {m.display} ({m.unit})" for m in catalogue.METRICS.values()),
-                "wall min/cell"]
+                "round min/cell"]
         acc_unit = catalogue.METRICS["accuracy"].unit
         for ref in references:
             head += [f"ΔAULC vs {ref}", f"Δacc ({acc_unit}) vs {ref}"]
@@ -243,7 +245,7 @@ def summary_markdown(s: pd.DataFrame, target: float, references: Sequence[str]) 
                      f"{_pm(r['labels_to_target_mean'], r['labels_to_target_sd'], 0)} "
                      f"({r['reached_target']}/{r['n_seeds']})"]
             cells += [_metric_pm(m, r[f"final_{m}_mean"], r[f"final_{m}_sd"]) for m in METRICS]
-            cells.append(_pm(r.get("wall_minutes_mean", math.nan), r.get("wall_minutes_sd", math.nan), 1))
+            cells.append(_pm(r.get("round_minutes_mean", math.nan), r.get("round_minutes_sd", math.nan), 1))
             for ref in references:
                 for v, fmt in (("aulc", _pm), ("final_accuracy", partial(_metric_pm, "accuracy"))):
                     col = f"delta_{v}_vs_{ref}"

@@ -680,11 +680,13 @@ class MlflowTracker:
             signal.signal(sig, self._on_signal)
 
     def _restore_signals(self) -> None:
-        for sig, prev in self._handlers.items():
+        # forget a handler only once it is restored: a signal that still reaches _on_signal
+        # (restoring failed off the main thread) must find its predecessor, or a SIGINT is lost
+        for sig, prev in list(self._handlers.items()):
             with suppress(ValueError):  # not the main thread (an at-exit call)
                 if signal.getsignal(sig) == self._on_signal:
                     signal.signal(sig, prev)
-        self._handlers = {}
+                del self._handlers[sig]
 
     def _on_signal(self, signum: int, frame) -> None:
         prev = self._handlers.get(signum, signal.SIG_DFL)
@@ -694,6 +696,9 @@ class MlflowTracker:
             self.interrupted = True
             if callable(prev):
                 prev(signum, frame)
+            elif prev != signal.SIG_IGN:
+                # SIG_DFL or a handler not set from Python (None): Python's own behaviour
+                signal.default_int_handler(signum, frame)
             return
         # SIGTERM: end the run now (status only: quick), then die as the process would have
         self._end("KILLED", artifacts=False)

@@ -2,7 +2,7 @@
 
 Every parity test calls our selectors and scores through these small functions, numpy in and
 numpy out, so that moving a selector inside the package means editing this file only. Each
-function builds the pool the selector reads (:class:`asknlearn.strategies.Pool`) and a
+function builds the pool the selector reads (:class:`asknlearn.selectors.Pool`) and a
 ``torch.Generator`` seeded from an int where the selector draws.
 """
 
@@ -14,8 +14,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-from asknlearn import baselines
-from asknlearn.baselines import (
+from asknlearn.selectors import Pool, baselines
+from asknlearn.selectors.baselines import (
     BALDSelector,
     CoresetSelector,
     MarginSelector,
@@ -24,7 +24,7 @@ from asknlearn.baselines import (
     bald_scores,
     typicality,
 )
-from asknlearn.strategies import ConfidenceSelector, EntropySelector, GradientKMeansPP, Pool
+from asknlearn.selectors.simple import ConfidenceSelector, EntropySelector, GradientKMeansPP
 
 
 def _gen(seed: int) -> torch.Generator:
