@@ -26,28 +26,6 @@ rule all:
         TRACKING_OUTPUTS,
 
 
-if STUDY == "quickstart" and DATASETS == ["digits"]:
-
-    localrules:
-        readme_assets,
-
-    rule readme_assets:
-        # the README's figure, with the metrics and checksum the README tests hold it to:
-        # `snakemake --cores 2 -f readme_assets` after the quickstart's numbers changed
-        input:
-            png=f"{OUT}/figures/digits_noise0.png",
-            rounds=f"{OUT}/rounds.csv",
-        output:
-            "docs/img/quickstart.png",
-            "tests/data/quickstart_rounds.csv",
-            "tests/data/quickstart_figure.sha256",
-        params:
-            python=f"{_PYPATH} python",
-            study=OUT,
-        shell:
-            "{params.python} -m asknlearn.readme_assets {params.study:q}"
-
-
 onsuccess:
     # where the outputs are and the commands that open them, once the run has ended well
     from snakemake.logging import logger

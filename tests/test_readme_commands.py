@@ -65,6 +65,7 @@ def test_the_readme_figure_is_the_one_its_metrics_were_recorded_with():
 
 
 def _copy_repo(dst: Path) -> Path:
+    dst.mkdir(parents=True)
     for name in ("Snakefile", "workflow", "config", "profiles", "asknlearn", "README.md", "docs"):
         src = REPO / name
         if src.is_dir():

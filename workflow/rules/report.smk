@@ -162,3 +162,28 @@ rule summarize:
         "{params.asknlearn} summarize --rounds {input.rounds:q} --target-accuracy {params.target} "
         "--references {params.references:q} --at-labels={params.at_labels:q} "
         "--out {output.csv:q} --markdown {output.md:q} > {log:q} 2>&1"
+
+
+if STUDY == "quickstart" and DATASETS == ["digits"]:
+
+    localrules:
+        readme_assets,
+
+    rule readme_assets:
+        # the README's figure, with the metrics and checksum the README tests hold it to:
+        # `snakemake --cores 2 -f readme_assets` after the quickstart's numbers changed
+        input:
+            png=f"{OUT}/figures/digits_noise0.png",
+            rounds=f"{OUT}/rounds.csv",
+        output:
+            "docs/img/quickstart.png",
+            "tests/data/quickstart_rounds.csv",
+            "tests/data/quickstart_figure.sha256",
+        log:
+            f"{OUT}/logs/readme_assets.log",
+        conda:
+            "../envs/asknlearn.yaml"
+        params:
+            python=f"{_PYPATH} python",
+        shell:
+            "{params.python} -m asknlearn.readme_assets \"$(dirname {input.rounds:q})\" > {log:q} 2>&1"
