@@ -256,3 +256,64 @@ def test_device_draw_agrees_with_host_draw():
         i_t, total = _draw_torch(d2, torch.tensor([r], dtype=torch.float64))
         assert int(i_t) == i_np and d2[i_np] > 0
         assert float(total) == pytest.approx(float(d2.sum()))
+
+
+# ---------------------------------------------------------------------------- bench_reference
+def _idx(path: Path, arr) -> None:
+    import struct
+
+    import numpy as np
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape))
+        f.write(np.asarray(arr, dtype=np.uint8).tobytes())
+
+
+def _bench_reference(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / "bench_reference.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_bench_reference_without_a_checkout_says_so_and_exits_0():
+    proc = _bench_reference()
+    assert proc.returncode == 0 and "needs a checkout of the BADGE reference" in proc.stdout
+    assert "nothing run" in proc.stdout
+
+
+def test_bench_reference_refuses_a_folder_that_is_not_the_reference(tmp_path):
+    proc = _bench_reference(str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "holds no run.py and dataset.py" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bench_reference_pairs_a_stand_in_reference_with_ours(tmp_path):
+    """A stand-in checkout (its run.py prints the reference's accuracy lines) and tiny
+    Fashion-MNIST IDX files: the script runs both sides as whole processes, parses each side's
+    final accuracy at the job's last label count and records the pair's ratio."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, n in (("train", 1300), ("t10k", 60)):
+        _idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        _idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "dataset.py").write_text("")
+    (ref / "run.py").write_text(
+        "import sys\nend = int(sys.argv[sys.argv.index('--nEnd') + 1])\n"
+        "for n in range(100, end + 1, 1000):\n    print(f'{n}\\ttesting accuracy 0.25')\n")
+    out = tmp_path / "out"
+    proc = _bench_reference(str(ref), "--quick", "--threads", "1", "--data",
+                            str(tmp_path / "data"), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads((out / "reference.json").read_text())
+    (pair,) = doc["results"]["pairs"]
+    assert pair["reference"]["test_accuracy"] == 0.25 and pair["reference"]["labels"] == 1100
+    assert pair["ours"]["labels"] == 1100 and 0 <= pair["ours"]["test_accuracy"] <= 1
+    assert pair["ratio"] == pytest.approx(pair["reference"]["wall_seconds"]
+                                          / pair["ours"]["wall_seconds"])
+    assert "pair 1 ratio" in proc.stdout
