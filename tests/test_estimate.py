@@ -19,7 +19,7 @@ class FixedMeter:
 
     device = torch.device("cpu")
 
-    def rates(self, cell, n_pool):
+    def rates(self, cell, n_pool, train=True):
         return Rates(train_samples_per_s=100.0, infer_samples_per_s=1000.0, select_seconds=0.0,
                      select_pool=1)
 
