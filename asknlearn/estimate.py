@@ -291,22 +291,25 @@ def learn_from_results(root: str | Path) -> dict[tuple, Learned]:
                 continue
             rate = tuple(doc.get(k) for k in RATE_KEYS)
             found.setdefault(key, []).append((rows, rate, doc.get("noise", 0.0)))
-    out = {}
-    for key, cells in found.items():
-        by_n: dict[int, list[float]] = {}
-        for rows, _, _ in cells:
-            for n, e, _ in rows:
-                by_n.setdefault(n, []).append(e)
-        labels = tuple(sorted(by_n))
-        rates = {rate for _, rate, _ in cells}
-        timed = [(n, e, s) for rows, _, _ in cells for n, e, s in rows if math.isfinite(s) and s > 0]
-        spse = (sum(s for _, _, s in timed) / sum(n * e for n, e, _ in timed)
-                if len(rates) == 1 and timed else None)
-        noise = tuple(sorted({float(v) for *_, v in cells if isinstance(v, int | float)}))
-        out[key] = Learned(labels, tuple(sum(by_n[n]) / len(by_n[n]) for n in labels),
-                           sum(len(rows) for rows, _, _ in cells), len(cells), spse,
-                           next(iter(rates)) if len(rates) == 1 else None, noise)
-    return out
+    return {key: summarise(cells) for key, cells in found.items()}
+
+
+def summarise(cells: Sequence[tuple[list[tuple[int, float, float]], tuple, Any]]) -> Learned:
+    """One :class:`Learned` from finished cells, each (its (|L|, train_epochs, train_seconds)
+    rows, its :data:`RATE_KEYS` values, its noise level)."""
+    by_n: dict[int, list[float]] = {}
+    for rows, _, _ in cells:
+        for n, e, _ in rows:
+            by_n.setdefault(n, []).append(e)
+    labels = tuple(sorted(by_n))
+    rates = {rate for _, rate, _ in cells}
+    timed = [(n, e, s) for rows, _, _ in cells for n, e, s in rows if math.isfinite(s) and s > 0]
+    spse = (sum(s for _, _, s in timed) / sum(n * e for n, e, _ in timed)
+            if len(rates) == 1 and timed else None)
+    noise = tuple(sorted({float(v) for *_, v in cells if isinstance(v, int | float)}))
+    return Learned(labels, tuple(sum(by_n[n]) / len(by_n[n]) for n in labels),
+                   sum(len(rows) for rows, _, _ in cells), len(cells), spse,
+                   next(iter(rates)) if len(rates) == 1 else None, noise)
 
 
 # ---------------------------------------------------------------------------- measurement
