@@ -490,7 +490,9 @@ def estimate_study(cfg: dict, meter: RateMeter, slots: int, epochs_per_round: fl
             e = assumed
             sources[label] = (f"assumed E = {assumed:g} every round (no finished cell of this "
                               "dataset, model and loss; resources.al.estimate_epochs)")
-        own = tuple(getattr(cell, k, None) for k in RATE_KEYS)
+        # a cell's threads come from the workflow's resources unless the experiment sets them
+        own = tuple(cfg["resources"]["al"].get("threads") if k == "threads" and cell.threads is None
+                    else getattr(cell, k, None) for k in RATE_KEYS)
         learned_rate = (hit is not None and hit.seconds_per_sample_epoch is not None
                         and hit.rate_settings == own and meter.device.type == "cpu")
         if learned_rate:
