@@ -11,8 +11,9 @@ training seconds is divided by the real one (estimate/real, 1 = exact):
                 noisy-oracle ablation: rounds up to 3,100 labels, so E at 4,100 … 10,100 is
                 extrapolated), rate timed here
   learned-E+s   the same cells' epochs and seconds per sample-epoch (no timing)
-  held-out      E_r and seconds learned from the other seeds of the same study (the committed
-                CSV; always runnable): the error when the study folder already has cells
+  held-out      E_r and seconds learned from the same study's other seeds (the committed CSV;
+                always runnable), pooled over its strategies of the same network and loss as
+                the estimate pools them: the error when the study folder already has cells
 
 The ``epochs`` column is the same ratio for sample-epochs alone (Σ E_r·|L_r|), which separates
 the error in E from the error in the rate; the rest is the machine: the real seconds were
@@ -81,7 +82,9 @@ def main() -> int:
             f"{'learned-E+s':>11} {'held-out':>8}")
     print(head + "\n" + "-" * len(head))
     cols: dict[str, list[float]] = {k: [] for k in ("assumed", "learned-E", "learned-E+s", "held-out")}
-    for cell, _ in study_cells(cfg):
+    cells = [cell for cell, _ in study_cells(cfg)]
+    keys = {c.strategy: cell_key(c.dataset, c.model, c.dropout, c.spec.loss) for c in cells}
+    for cell in cells:
         seeds = truth.get(cell.strategy)
         if not seeds:
             continue
@@ -101,10 +104,13 @@ def main() -> int:
             ratios["learned-E"] = secs(e, 1 / rate) / real_s
             if hit.seconds_per_sample_epoch is not None:
                 ratios["learned-E+s"] = secs(e, hit.seconds_per_sample_epoch) / real_s
-        # leave one seed out: learn from the other seeds of this strategy, predict this one
+        # leave one seed out: learn, as the estimate does, from every cell of the same dataset,
+        # network and loss (other strategies included) except this seed's, predict this seed
+        key = cell_key(cell.dataset, cell.model, cell.dropout, cell.spec.loss)
         held = []
         for seed, rows in seeds.items():
-            rest = summarise([(r, (), 0.0) for s, r in seeds.items() if s != seed])
+            rest = summarise([(r, (), 0.0) for strat, by_seed in truth.items() if keys.get(strat) == key
+                              for s, r in by_seed.items() if s != seed])
             e = [rest.epochs_at(n) for n in sizes]
             held.append(secs(e, rest.seconds_per_sample_epoch) / sum(s for *_, s in rows))
         ratios["held-out"] = statistics.mean(held)
