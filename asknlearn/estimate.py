@@ -499,7 +499,8 @@ def estimate_study(cfg: dict, meter: RateMeter, slots: int, epochs_per_round: fl
             sources[label] += "; seconds per epoch from those cells"
         log(f"  {'timing' if not learned_rate else 'rates for'} {label} "
             f"selector={cell.spec.selector} on {meter.device}")
-        rates = meter.rates(cell, n_pool, train=not learned_rate)
+        # a meter of the old signature (rates(cell, n_pool)) still works where nothing is learned
+        rates = meter.rates(cell, n_pool, train=False) if learned_rate else meter.rates(cell, n_pool)
         if learned_rate:
             rates = dataclasses.replace(rates, train_samples_per_s=1 / hit.seconds_per_sample_epoch)
         part = cell_seconds(cell, n_pool, n_test, rates, e)
@@ -571,10 +572,15 @@ def main(args: argparse.Namespace) -> int:
     rows = [estimate_study(copy.deepcopy(c), meter, gpus, epochs, log=print, learned=learned)
             for c in configs]
     print(format_table(rows, unit, gpus))
-    print(f"epochs per round (finished cells read from {str(results)!r}):")
-    for r in rows:
-        for label, source in r.sources.items():
-            print(f"  {r.study}: {label}: {source}")
+    if epochs is not None:
+        print("epochs per round (--epochs-per-round, nothing learned):")
+        for r in rows:
+            print(f"  E = {r.study}: {epochs:g} every round, capped at max_epochs")
+    else:
+        print(f"epochs per round E, per study and network (finished cells read from {str(results)!r}):")
+        for r in rows:
+            for label, source in r.sources.items():
+                print(f"  E = {r.study}: {label}: {source}")
     print("training time is linear in E; inference for refined pseudo-labels and k-means++ "
           "extrapolated from a smaller problem are upper bounds.")
     e_used = {r.study: r.sources for r in rows}
