@@ -177,3 +177,23 @@ def test_the_command_says_what_it_assumed_and_that_it_reports_cpu_hours(tmp_path
     assert "s: digits mlp dropout=0 loss=ce: learned from 3 finished rounds of 1 cell(s)" in text
     assert "s: digits mlp dropout=0.5 loss=vwcc: assumed E = 10 every round" in text
     assert '"unit": "CPU"' in out.read_text()
+
+
+@pytest.mark.slow
+def test_bench_estimate_quick(tmp_path):
+    """The benchmark runs from a clone (no other study: its learned-E columns are empty) and
+    writes one ratio per strategy of the committed ablation."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_estimate.py"), "--quick",
+                           "--study", str(tmp_path / "none"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "estimate.json").read_text())
+    rows = doc["results"]["per_strategy"]
+    assert len(rows) == 10 and all(r["assumed"] > 0 and r["held-out"] > 0 for r in rows.values())
+    assert "learned-E" not in rows["badge"] and "held_out_seconds" in proc.stdout
