@@ -554,19 +554,26 @@ def main(args: argparse.Namespace) -> int:
     steps = _positive("--steps", args.steps, int)
     epochs = None if args.epochs_per_round is None else _positive(
         "--epochs-per-round", args.epochs_per_round, float)
+    # --results (asknlearn/cli.py) names a folder that must exist; the default may not (a clone)
+    given = getattr(args, "results", None)
+    if given is not None and not Path(given).is_dir():
+        raise ConfigError(f"--results={given!r} is not a folder; valid: a results folder (results/) "
+                          "or one study's folder (results/<study>/) holding runs/")
+    results = Path(given if given is not None else "results")
     device = resolve_device(args.device)
     configs = [load_workflow_config([path]) for path in args.configfile]
     if device.type == "cpu":
         threads = max(c["resources"]["al"]["threads"] for c in configs)
         torch.set_num_threads(threads)
         unit = "CPU"
-        print(f"asknlearn estimate: no GPU used (device cpu, {threads} torch thread(s) per cell): "
-              f"these are CPU hours; wall time assumes {gpus} cell(s) at once", flush=True)
+        why = "no GPU on this machine" if not torch.cuda.is_available() else "--device cpu"
+        print(f"asknlearn estimate: no GPU used ({why}; device cpu, {threads} torch thread(s) per "
+              f"cell): these are CPU hours, not GPU-hours; wall time assumes {gpus} cell(s) at once",
+              flush=True)
     else:
         unit = "GPU"
         print(f"asknlearn estimate: device {device} ({torch.cuda.get_device_name(device)}); "
               f"wall time on {gpus} GPU(s), one cell per GPU", flush=True)
-    results = Path(getattr(args, "results", None) or "results")
     learned = learn_from_results(results) if epochs is None else {}
     meter = RateMeter(device, steps=steps)
     rows = [estimate_study(copy.deepcopy(c), meter, gpus, epochs, log=print, learned=learned)

@@ -177,6 +177,22 @@ def test_the_command_says_what_it_assumed_and_that_it_reports_cpu_hours(tmp_path
     assert "s: digits mlp dropout=0 loss=ce: learned from 3 finished rounds of 1 cell(s)" in text
     assert "s: digits mlp dropout=0.5 loss=vwcc: assumed E = 10 every round" in text
     assert '"unit": "CPU"' in out.read_text()
+    if not torch.cuda.is_available():
+        assert "no GPU on this machine" in text
+
+
+def test_a_results_folder_that_is_not_there_is_one_line(tmp_path):
+    import argparse
+
+    from asknlearn.estimate import main
+
+    out = tmp_path / "e.json"
+    args = argparse.Namespace(configfile=["config/config.yaml"], gpus="1", device="cpu", steps="1",
+                              epochs_per_round=None, json=str(out), results=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError) as exc:
+        main(args)
+    assert str(exc.value).startswith(f"--results={str(tmp_path / 'nope')!r} is not a folder; valid:")
+    assert "\n" not in str(exc.value) and not out.exists()
 
 
 @pytest.mark.slow
