@@ -12,11 +12,19 @@ The estimate has three parts.
    |L_r| = seed_size + r·b labels, so training cost grows with r; rounds r ≥ 1 first run
    inference over the remaining pool (and, for Ask-n-Learn's refined pseudo-labels, k_aug
    augmented passes, counted over the whole pool: an upper bound) and the selector.
-3. **One stated assumption**: every round trains for E epochs, E = ``resources.al.
-   estimate_epochs`` in the config (default 30, capped at ``max_epochs``), overridable with
-   ``--epochs-per-round``. The package trains until 99 % running training accuracy, which
-   cannot be known before the run; compare a finished cell's ``train_epochs`` column with E
-   and rerun the estimate with the measured mean to correct it.
+3. **Epochs per round**, learned where it can be: the package trains until 99 % running
+   training accuracy, which cannot be known before a run, so the estimate reads the finished
+   rounds (``rounds.csv`` rows) of cells already in a results folder (``--results``, default
+   ``results/``: every ``<study>/runs/**/rounds.csv`` with its ``config.yaml``) and, for each
+   cell to estimate, uses the rounds of the same dataset, model, stochastic-layer rate and loss
+   (:func:`learn_from_results`): E(|L|) is the mean ``train_epochs`` at each label count seen,
+   interpolated between them and extended beyond the largest by the least-squares slope
+   (:meth:`Learned.epochs_at`). Where those cells ran with the same batch size, precision,
+   compile mode and threads, and the estimate is on the CPU, their seconds per sample-epoch
+   (Σ train_seconds / Σ E·|L|) replace the timed training steps. Where no such cell exists,
+   the stated assumption is used: every round trains for E epochs, E =
+   ``resources.al.estimate_epochs`` (default 30), capped at ``max_epochs``. ``--epochs-per-round``
+   overrides both. The command prints which source each (dataset, model, loss) used.
 
 A cell's time is the sum over its rounds (:func:`cell_seconds`); a study's device-hours are
 the sum over its cells (dataset × strategy × seed × noise), and its wall time on N devices is
@@ -32,12 +40,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import heapq
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +136,12 @@ def schedule(seed_size: int, query_size: int, budget: int) -> list[int]:
     return [seed_size + r * query_size for r in range(budget // query_size + 1)]
 
 
-def cell_seconds(cfg, n_pool: int, n_test: int, rates: Rates, epochs_per_round: float) -> dict[str, float]:
+def cell_seconds(cfg, n_pool: int, n_test: int, rates: Rates,
+                 epochs_per_round: float | Sequence[float]) -> dict[str, float]:
     """Expected seconds of one cell, by part, from the label schedule and measured rates.
 
-    train     Σ_r E·|L_r| / train rate, E = min(epochs_per_round, max_epochs)
+    train     Σ_r E_r·|L_r| / train rate, E_r = min(epochs_per_round[r], max_epochs) (one
+              number: the same E every round)
     evaluate  (R+1)·(n_test + val_size) / inference rate
     inference Σ_{r≥1} |U_r|·(1 + k_aug if refined pseudo-labels) / inference rate, over the
               pool still unlabelled, |U_r| = n_pool − val_size − |L_{r−1}|, for selectors that
@@ -142,8 +153,13 @@ def cell_seconds(cfg, n_pool: int, n_test: int, rates: Rates, epochs_per_round: 
 
     needs = SELECTORS[spec.selector].needs
     sizes = schedule(cfg.seed_size, cfg.query_size, cfg.budget)
-    e = min(float(epochs_per_round), float(cfg.max_epochs))
-    train = sum(e * n for n in sizes) / rates.train_samples_per_s
+    per_round = ([float(epochs_per_round)] * len(sizes) if isinstance(epochs_per_round, int | float)
+                 else [float(e) for e in epochs_per_round])
+    if len(per_round) != len(sizes):
+        raise ConfigError(f"epochs_per_round has {len(per_round)} values; valid: one, or one per "
+                          f"round ({len(sizes)})")
+    train = sum(min(e, float(cfg.max_epochs)) * n for e, n in zip(per_round, sizes, strict=True)
+                ) / rates.train_samples_per_s
     evaluate = len(sizes) * (n_test + cfg.val_size) / rates.infer_samples_per_s
     passes = (1 + cfg.k_aug) if ("pseudo_labels" in needs and spec.pseudo_labels == "refine") else 1
     pools = [n_pool - cfg.val_size - n for n in sizes[:-1]]
@@ -166,6 +182,136 @@ def makespan(durations: Sequence[float], slots: int) -> float:
     return max(loads)
 
 
+# ---------------------------------------------------------------------------- learned rounds
+# the settings a cell's seconds per sample-epoch depend on besides its network and loss
+RATE_KEYS = ("train_batch_size", "precision", "compile", "threads")
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What the finished rounds of one (dataset, model, dropout, loss) say about training.
+
+    ``labels``/``epochs``: each label count |L| seen and the mean ``train_epochs`` of the rounds
+    that trained on it; ``seconds_per_sample_epoch``: Σ train_seconds / Σ E·|L| over those
+    rounds, or None where the cells disagree on :data:`RATE_KEYS` or recorded no seconds."""
+
+    labels: tuple[int, ...]
+    epochs: tuple[float, ...]
+    rounds: int
+    cells: int
+    seconds_per_sample_epoch: float | None
+    rate_settings: tuple | None  # the RATE_KEYS values the seconds were measured with
+    noise: tuple[float, ...]
+
+    def epochs_at(self, n: int) -> float:
+        """E(|L| = n): linear between the label counts seen, the first value below them, and
+        beyond the largest the last value extended by the least-squares slope of E on log |L|
+        (epochs grow with the labels but slower than linearly: on Fashion-MNIST 14, 30, 41, 45
+        at 100, 1100, 3100, 4100 labels; never a negative slope)."""
+        xs, ys = self.labels, self.epochs
+        if n <= xs[0]:
+            return ys[0]
+        for i in range(1, len(xs)):
+            (x0, y0), (x1, y1) = (xs[i - 1], ys[i - 1]), (xs[i], ys[i])
+            if n <= x1:
+                return y0 + (y1 - y0) * (n - x0) / (x1 - x0)
+        lx = [math.log(x) for x in xs]
+        mx, my = sum(lx) / len(lx), sum(ys) / len(ys)
+        var = sum((x - mx) ** 2 for x in lx)
+        slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(lx, ys, strict=True)) / var) if var else 0.0
+        return ys[-1] + slope * (math.log(n) - lx[-1])
+
+    def describe(self) -> str:
+        return (f"learned from {self.rounds} finished rounds of {self.cells} cell(s) "
+                f"(|L| {self.labels[0]}-{self.labels[-1]}, noise {', '.join(f'{v:g}' for v in self.noise)})")
+
+
+def cell_key(dataset: str, model: str, dropout: float | None, loss: str) -> tuple:
+    """What epochs per round are learned by: the data, the network (model and its
+    stochastic-layer rate: the dropout network needs ~3x the epochs) and the loss."""
+    return (dataset, model, None if dropout is None else round(float(dropout), 6), loss)
+
+
+def _cell_loss(doc: dict) -> str | None:
+    """The loss a finished cell trained with, read as data from its ``config.yaml`` (its own
+    strategies mapping, else the catalogue): nothing in a results folder is imported or run."""
+    from asknlearn.catalogue import STRATEGIES
+
+    own = doc.get("strategies") if isinstance(doc.get("strategies"), dict) else {}
+    name = doc.get("strategy")
+    if isinstance(own.get(name), dict) and isinstance(own[name].get("loss"), str):
+        return own[name]["loss"]
+    spec = STRATEGIES.get(name) if isinstance(name, str) else None
+    return spec.loss if spec else None
+
+
+def _rows(path: Path) -> list[tuple[int, float, float]]:
+    """(|L|, train_epochs, train_seconds) of each finished round in one ``rounds.csv``; rows
+    that lack or garble these columns are skipped (an older layout, a torn write)."""
+    import csv
+
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                n, e = int(row["labels"]), float(row["train_epochs"])
+                sec = float(row.get("train_seconds") or "nan")
+            except (KeyError, TypeError, ValueError):
+                continue
+            if n > 0 and math.isfinite(e) and e > 0:
+                out.append((n, e, sec))
+    return out
+
+
+def learn_from_results(root: str | Path) -> dict[tuple, Learned]:
+    """:class:`Learned` per :func:`cell_key` from every cell under ``root``: a results folder
+    (``root/<study>/runs/...``) or one study's folder (``root/runs/...``). Only CSV and YAML
+    are read (``yaml.safe_load``); a cell whose files cannot be read is skipped."""
+    import yaml
+
+    root = Path(root)
+    runs = [root / "runs"] if (root / "runs").is_dir() else sorted(root.glob("*/runs"))
+    found: dict[tuple, list] = {}
+    for run_dir in runs:
+        for csv_path in sorted(run_dir.rglob("rounds.csv")):
+            conf = csv_path.with_name("config.yaml")
+            try:
+                doc = yaml.safe_load(conf.read_text(encoding="utf-8"))
+                rows = _rows(csv_path)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            if not isinstance(doc, dict) or not rows:
+                continue
+            loss = _cell_loss(doc)
+            if loss is None or not all(isinstance(doc.get(k), str) for k in ("dataset", "model")):
+                continue
+            try:
+                key = cell_key(doc["dataset"], doc["model"], doc.get("dropout"), loss)
+            except (TypeError, ValueError):
+                continue
+            rate = tuple(doc.get(k) for k in RATE_KEYS)
+            found.setdefault(key, []).append((rows, rate, doc.get("noise", 0.0)))
+    return {key: summarise(cells) for key, cells in found.items()}
+
+
+def summarise(cells: Sequence[tuple[list[tuple[int, float, float]], tuple, Any]]) -> Learned:
+    """One :class:`Learned` from finished cells, each (its (|L|, train_epochs, train_seconds)
+    rows, its :data:`RATE_KEYS` values, its noise level)."""
+    by_n: dict[int, list[float]] = {}
+    for rows, _, _ in cells:
+        for n, e, _ in rows:
+            by_n.setdefault(n, []).append(e)
+    labels = tuple(sorted(by_n))
+    rates = {rate for _, rate, _ in cells}
+    timed = [(n, e, s) for rows, _, _ in cells for n, e, s in rows if math.isfinite(s) and s > 0]
+    spse = (sum(s for _, _, s in timed) / sum(n * e for n, e, _ in timed)
+            if len(rates) == 1 and timed else None)
+    noise = tuple(sorted({float(v) for *_, v in cells if isinstance(v, int | float)}))
+    return Learned(labels, tuple(sum(by_n[n]) / len(by_n[n]) for n in labels),
+                   sum(len(rows) for rows, _, _ in cells), len(cells), spse,
+                   next(iter(rates)) if len(rates) == 1 else None, noise)
+
+
 # ---------------------------------------------------------------------------- measurement
 def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Seconds per call: the mean of ``repeats`` calls after the device is drained."""
@@ -179,27 +325,51 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
 
 
 class RateMeter:
-    """Measures and caches :class:`Rates` per (dataset shape, model, loss) on one device."""
+    """Measures and caches :class:`Rates` per (input shape, model, dropout, loss) on one device.
+
+    Cheap by construction: no dataset is built (synthetic tensors of the entry's shape), each
+    network is built once, and on the CPU a network whose step at a small batch already takes
+    long (the convolutional ones) is timed at that small batch only, its rate taken per sample
+    (a CPU's cost is linear in the batch there; a slight overestimate of the time, as small
+    batches use the cores less well). Small networks and GPUs are timed at the protocol's
+    batch size, where a GPU's cost is not linear."""
+
+    PROBE = 8  # samples in a CPU probe step
+    SLOW = 0.05  # seconds: a probe step slower than this is not repeated at full size
 
     def __init__(self, device: torch.device, steps: int = 5, warmup: int = 2):
         self.device, self.steps, self.warmup = device, steps, warmup
         self._cache: dict[tuple, Any] = {}
-        self._feat: dict[tuple, int] = {}
+        self._models: dict[tuple, Any] = {}
 
     def _model(self, cfg):
         from asknlearn.data import dataset_info
         from asknlearn.models import build_model
 
         info = dataset_info(cfg.dataset, cfg.custom_datasets)
-        torch.manual_seed(0)
-        return build_model(cfg.model, info.shape, info.num_classes, cfg.dropout).to(self.device), info
+        key = (tuple(info.shape), info.num_classes, cfg.model, cfg.dropout)
+        if key not in self._models:
+            torch.manual_seed(0)
+            self._models[key] = build_model(cfg.model, info.shape, info.num_classes,
+                                            cfg.dropout).to(self.device)
+        return self._models[key], info
 
     def _feat_dim(self, cfg) -> int:
         """The size of the features z of the cell's network (what k-means++ reads)."""
-        key = (cfg.dataset, cfg.model)
-        if key not in self._feat:
-            self._feat[key] = self._model(cfg)[0].feat_dim
-        return self._feat[key]
+        return self._model(cfg)[0].feat_dim
+
+    def _per_sample(self, run: Callable[[int], Callable[[], object]], full: int, repeats: int) -> float:
+        """Samples per second of ``run(rows)`` (a closure doing one step on ``rows`` samples):
+        a CPU probe at :attr:`PROBE` rows first, at ``full`` rows only where the probe is fast."""
+        if self.device.type == "cpu" and full > self.PROBE:
+            probe = run(self.PROBE)
+            t = _timed(probe, self.device, 1)  # the first call also warms up
+            t = min(t, _timed(probe, self.device, 1))
+            if t > self.SLOW:
+                return self.PROBE / t
+        step = run(full)
+        _timed(step, self.device, self.warmup)
+        return full / _timed(step, self.device, repeats)
 
     def train_rate(self, cfg) -> float:
         from asknlearn.accel import TrainStep, configure, to_channels_last
@@ -207,23 +377,27 @@ class RateMeter:
 
         prec = getattr(cfg, "precision", "fp32")
         mode = getattr(cfg, "compile", "off")
-        key = ("train", cfg.dataset, cfg.model, cfg.spec.loss, cfg.train_batch_size, prec, mode)
+        model, info = self._model(cfg)
+        key = ("train", tuple(info.shape), cfg.model, cfg.dropout, cfg.spec.loss,
+               cfg.train_batch_size, prec, mode)
         if key not in self._cache:
             configure(self.device, getattr(cfg, "deterministic", True))
-            model, info = self._model(cfg)
             cl = to_channels_last(model, self.device)
             model.train()
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-            step = TrainStep(model, opt, build_loss(cfg.spec.loss, cfg.lwcc_lambda, cfg.vwcc_samples),
-                             batch_size=cfg.train_batch_size, device=self.device, precision=prec,
-                             mode=mode)
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(cfg.train_batch_size, *info.shape, generator=g).to(self.device)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.randint(0, info.num_classes, (cfg.train_batch_size,), generator=g).to(self.device)
-            _timed(lambda: step(x, y), self.device, self.warmup)
-            self._cache[key] = cfg.train_batch_size / _timed(lambda: step(x, y), self.device, self.steps)
+            loss = build_loss(cfg.spec.loss, cfg.lwcc_lambda, cfg.vwcc_samples)
+
+            def run(rows: int) -> Callable[[], object]:
+                step = TrainStep(model, opt, loss, batch_size=rows, device=self.device,
+                                 precision=prec, mode=mode)
+                g = torch.Generator().manual_seed(0)
+                x = torch.randn(rows, *info.shape, generator=g).to(self.device)
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = torch.randint(0, info.num_classes, (rows,), generator=g).to(self.device)
+                return lambda: step(x, y)
+
+            self._cache[key] = self._per_sample(run, cfg.train_batch_size, self.steps)
         return self._cache[key]
 
     def infer_rate(self, cfg) -> float:
@@ -231,13 +405,16 @@ class RateMeter:
 
         # a few thousand rows are enough for a rate; the eval batch size is the cell's
         rows = min(cfg.eval_batch_size, 1024 if self.device.type == "cpu" else 8192)
-        key = ("infer", cfg.dataset, cfg.model, rows)
+        model, info = self._model(cfg)
+        key = ("infer", tuple(info.shape), cfg.model, cfg.dropout, rows)
         if key not in self._cache:
-            model, info = self._model(cfg)
-            x = torch.randn(rows, *info.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
-            _timed(lambda: predict(model, x, cfg.eval_batch_size, features=True), self.device, 1)
-            self._cache[key] = rows / _timed(lambda: predict(model, x, cfg.eval_batch_size, features=True),
-                                             self.device, max(1, self.steps // 2))
+            model.eval()
+
+            def run(n: int) -> Callable[[], object]:
+                x = torch.randn(n, *info.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+                return lambda: predict(model, x, cfg.eval_batch_size, features=True)
+
+            self._cache[key] = self._per_sample(run, rows, max(1, self.steps // 2))
         return self._cache[key]
 
     def select_time(self, cfg, pool: int) -> tuple[float, int]:
@@ -261,10 +438,12 @@ class RateMeter:
                 lambda: kmeanspp_factored(u, z, b, torch.Generator().manual_seed(1)), self.device, 1)
         return self._cache[key] * (pool * cfg.query_size) / (n * b), pool
 
-    def rates(self, cfg, n_pool: int) -> Rates:
+    def rates(self, cfg, n_pool: int, train: bool = True) -> Rates:
+        """The cell's rates; ``train=False`` skips timing training (its rate is then NaN: the
+        caller has it from finished cells)."""
         pool1 = n_pool - cfg.val_size - cfg.seed_size
         sel, at = self.select_time(cfg, pool1)
-        return Rates(self.train_rate(cfg), self.infer_rate(cfg), sel, at)
+        return Rates(self.train_rate(cfg) if train else math.nan, self.infer_rate(cfg), sel, at)
 
 
 # ---------------------------------------------------------------------------- the studies
@@ -276,30 +455,61 @@ class StudyEstimate:
     seconds: dict[str, float]  # summed over cells, by part
     device_hours: float
     wall_hours: float  # on `slots` devices, one cell per device
+    sources: dict[str, str] = field(default_factory=dict)  # per network and loss: what E came from
 
 
 def estimate_study(cfg: dict, meter: RateMeter, slots: int, epochs_per_round: float | None = None,
-                   log: Callable[[str], None] = lambda s: None) -> StudyEstimate:
-    """Expected cost of one study config (see the module docstring for the formula)."""
-    e = epochs_per_round if epochs_per_round is not None else cfg["resources"]["al"].get(
-        "estimate_epochs", EPOCHS_PER_ROUND_DEFAULT)
+                   log: Callable[[str], None] = lambda s: None,
+                   learned: dict[tuple, Learned] | None = None) -> StudyEstimate:
+    """Expected cost of one study config (see the module docstring for the formula).
+
+    ``epochs_per_round`` given: that E for every round. Else each cell's E_r comes from
+    ``learned`` (:func:`learn_from_results`) when it holds the cell's :func:`cell_key`, else
+    from the stated assumption; ``sources`` says which, per (dataset, model, dropout, loss)."""
+    from asknlearn.config import check_pool_size
+
+    assumed = cfg["resources"]["al"].get("estimate_epochs", EPOCHS_PER_ROUND_DEFAULT)
     totals = {"train": 0.0, "evaluate": 0.0, "inference": 0.0, "select": 0.0, "total": 0.0}
     durations: list[float] = []
+    sources: dict[str, str] = {}
     rounds = 0
     for cell, count in study_cells(cfg):
         n_pool, n_test = split_sizes(cell)
-        from asknlearn.config import check_pool_size
-
         check_pool_size(cell, n_pool)
-        log(f"  measuring {cell.dataset} {cell.model} loss={cell.spec.loss} "
+        key = cell_key(cell.dataset, cell.model, cell.dropout, cell.spec.loss)
+        label = f"{cell.dataset} {cell.model} dropout={cell.dropout:g} loss={cell.spec.loss}" \
+            if cell.dropout is not None else f"{cell.dataset} {cell.model} loss={cell.spec.loss}"
+        hit = None if epochs_per_round is not None else (learned or {}).get(key)
+        if epochs_per_round is not None:
+            e: float | list[float] = epochs_per_round
+            sources[label] = f"E = {epochs_per_round:g} every round (--epochs-per-round)"
+        elif hit is not None:
+            e = [hit.epochs_at(n) for n in schedule(cell.seed_size, cell.query_size, cell.budget)]
+            sources[label] = hit.describe()
+        else:
+            e = assumed
+            sources[label] = (f"assumed E = {assumed:g} every round (no finished cell of this "
+                              "dataset, model and loss; resources.al.estimate_epochs)")
+        # a cell's threads come from the workflow's resources unless the experiment sets them
+        own = tuple(cfg["resources"]["al"].get("threads") if k == "threads" and cell.threads is None
+                    else getattr(cell, k, None) for k in RATE_KEYS)
+        learned_rate = (hit is not None and hit.seconds_per_sample_epoch is not None
+                        and hit.rate_settings == own and meter.device.type == "cpu")
+        if learned_rate:
+            sources[label] += "; seconds per epoch from those cells"
+        log(f"  {'timing' if not learned_rate else 'rates for'} {label} "
             f"selector={cell.spec.selector} on {meter.device}")
-        part = cell_seconds(cell, n_pool, n_test, meter.rates(cell, n_pool), e)
+        # a meter of the old signature (rates(cell, n_pool)) still works where nothing is learned
+        rates = meter.rates(cell, n_pool, train=False) if learned_rate else meter.rates(cell, n_pool)
+        if learned_rate:
+            rates = dataclasses.replace(rates, train_samples_per_s=1 / hit.seconds_per_sample_epoch)
+        part = cell_seconds(cell, n_pool, n_test, rates, e)
         for k, v in part.items():
             totals[k] += count * v
         durations += [part["total"]] * count
         rounds = max(rounds, cell.rounds)
     return StudyEstimate(cfg["study"], len(durations), rounds, totals, totals["total"] / 3600,
-                         makespan(durations, slots) / 3600)
+                         makespan(durations, slots) / 3600, sources)
 
 
 def _hours(h: float) -> str:
@@ -344,27 +554,43 @@ def main(args: argparse.Namespace) -> int:
     steps = _positive("--steps", args.steps, int)
     epochs = None if args.epochs_per_round is None else _positive(
         "--epochs-per-round", args.epochs_per_round, float)
+    # --results (asknlearn/cli.py) names a folder that must exist; the default may not (a clone)
+    given = getattr(args, "results", None)
+    if given is not None and not Path(given).is_dir():
+        raise ConfigError(f"--results={given!r} is not a folder; valid: a results folder (results/) "
+                          "or one study's folder (results/<study>/) holding runs/")
+    results = Path(given if given is not None else "results")
     device = resolve_device(args.device)
     configs = [load_workflow_config([path]) for path in args.configfile]
     if device.type == "cpu":
         threads = max(c["resources"]["al"]["threads"] for c in configs)
         torch.set_num_threads(threads)
         unit = "CPU"
-        print(f"asknlearn estimate: no GPU used (device cpu, {threads} torch thread(s) per cell): "
-              f"these are CPU hours; wall time assumes {gpus} cell(s) at once", flush=True)
+        why = "no GPU on this machine" if not torch.cuda.is_available() else "--device cpu"
+        print(f"asknlearn estimate: no GPU used ({why}; device cpu, {threads} torch thread(s) per "
+              f"cell): these are CPU hours, not GPU-hours; wall time assumes {gpus} cell(s) at once",
+              flush=True)
     else:
         unit = "GPU"
         print(f"asknlearn estimate: device {device} ({torch.cuda.get_device_name(device)}); "
               f"wall time on {gpus} GPU(s), one cell per GPU", flush=True)
+    learned = learn_from_results(results) if epochs is None else {}
     meter = RateMeter(device, steps=steps)
-    rows = [estimate_study(copy.deepcopy(c), meter, gpus, epochs, log=print) for c in configs]
-    e_used = {r.study: (epochs if epochs is not None else c["resources"]["al"].get(
-        "estimate_epochs", EPOCHS_PER_ROUND_DEFAULT)) for r, c in zip(rows, configs, strict=True)}
+    rows = [estimate_study(copy.deepcopy(c), meter, gpus, epochs, log=print, learned=learned)
+            for c in configs]
     print(format_table(rows, unit, gpus))
-    print(f"assumption: every round trains for E epochs (capped at max_epochs), E = "
-          f"{', '.join(f'{s}: {e:g}' for s, e in e_used.items())} (resources.al.estimate_epochs or "
-          "--epochs-per-round); training time is linear in E. Inference for refined pseudo-labels "
-          "and k-means++ extrapolated from a smaller problem are upper bounds.")
+    if epochs is not None:
+        print("epochs per round (--epochs-per-round, nothing learned):")
+        for r in rows:
+            print(f"  E = {r.study}: {epochs:g} every round, capped at max_epochs")
+    else:
+        print(f"epochs per round E, per study and network (finished cells read from {str(results)!r}):")
+        for r in rows:
+            for label, source in r.sources.items():
+                print(f"  E = {r.study}: {label}: {source}")
+    print("training time is linear in E; inference for refined pseudo-labels and k-means++ "
+          "extrapolated from a smaller problem are upper bounds.")
+    e_used = {r.study: r.sources for r in rows}
     if args.json:
         doc = {"device": str(device), "unit": unit, "gpus": gpus, "epochs_per_round": e_used,
                "rates": {"|".join(map(str, k)): v for k, v in meter._cache.items()},
