@@ -214,6 +214,15 @@ def mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
     return mlp_trunk(c * h * w, dropout=dropout), 256
 
 
+def linear(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """The linear head on feature vectors (a linear probe on embeddings, shape (D, 1, 1)): the
+    trunk passes the D features through, so z of eq. 4 is the embedding itself. Its stochastic
+    network is MC dropout on those input features (Gal & Ghahramani 2016), the T inferences
+    that VWCC (eq. 2), BALD and PowerBALD sample; with ``dropout`` 0 it is the plain probe."""
+    c, h, w = shape
+    return nn.Sequential(nn.Flatten(), MCDropout(dropout)), c * h * w
+
+
 def resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
     """ResNet-18 (CIFAR variant) with stochastic depth."""
     return ResNet18Trunk(shape[0], dropout), 512
