@@ -155,6 +155,13 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                         else np.lib.format.read_array_header_2_0)
                 shape, _, dtype = read(fh)
+                # a forged header can promise more data than the member holds
+                need = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                have = zf.getinfo(member).file_size
+            if have < need and not dtype.hasobject:
+                raise ValueError(f"array {member[:-4]} promises {need} bytes (shape "
+                                 f"{tuple(shape)}, {dtype}) but holds {have}: it is truncated "
+                                 "or forged")
             out[member[:-4]] = (tuple(shape), dtype)
     return out
 
@@ -219,12 +226,10 @@ def describe_arrays(name: str, where: str, shapes: dict[str, tuple[tuple[int, ..
             raise DatasetError(f"dataset {name!r} ({where}): x_{split} has {shape[0]} images but "
                                f"y_{split} has {n_labels} labels; valid: one label per image")
         layouts[split] = lay
-    if layouts["train"] != layouts["test"]:
-        if "nd" in (layouts["train"][0], layouts["test"][0]):
-            tr, te = shapes["x_train"][0][1:], shapes["x_test"][0][1:]
-            raise DatasetError(f"dataset {name!r} ({where}): x_train is {tr} per item but "
-                               f"x_test {te}; valid: (N, D) vectors of one length D in both "
-                               "splits")
+    if "nd" in (layouts["train"][0], layouts["test"][0]) and layouts["train"] != layouts["test"]:
+        tr, te = shapes["x_train"][0][1:], shapes["x_test"][0][1:]
+        raise DatasetError(f"dataset {name!r} ({where}): x_train is {tr} per item but x_test "
+                           f"{te}; valid: (N, D) vectors of one length D in both splits")
     if layouts["train"][1] != layouts["test"][1]:
         raise DatasetError(f"dataset {name!r} ({where}): train images are {layouts['train'][1]} "
                            f"(C, H, W) but test images {layouts['test'][1]}; valid: one image "
@@ -272,9 +277,7 @@ def _describe_npz(name: str, path: Path, num_classes: int | None) -> DatasetInfo
 def _describe_pt(name: str, path: Path, num_classes: int | None) -> DatasetInfo:
     # a .pt file can only be read whole: the loader reads it again (torch.load, weights only,
     # so no code runs from the file)
-    from asknlearn.data import read_pt
-
-    arrays = read_pt(name, path)
+    arrays = read_pt_checked(name, path)
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in arrays.items()}
     labels = {k: arrays[k] for k in ("y_train", "y_test") if k in arrays}
     import numpy as np
@@ -284,6 +287,35 @@ def _describe_pt(name: str, path: Path, num_classes: int | None) -> DatasetInfo:
     raw = sum(arrays[k].nbytes for k in ("x_train", "x_test"))
     check_memory(name, str(path), sum(sizes), shape, raw)
     return _custom_entry(name, "pt", path, lay, shape, k, sizes)
+
+
+def read_pt_checked(name: str, path: Path) -> dict[str, Any]:
+    """The arrays of a ``.pt`` dataset file (:func:`asknlearn.data.read_pt`: ``torch.load``
+    with ``weights_only=True``, no code runs from the file), each split tensor checked first:
+    an ``nn.Parameter`` (or any tensor that requires grad) or a dtype numpy cannot hold
+    (bfloat16, complex) is one line naming the key."""
+    import torch
+
+    from asknlearn.data import read_pt
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return read_pt(name, path)  # its one-line error
+    if isinstance(obj, dict):
+        for k in SPLIT_KEYS:
+            v = obj.get(k)
+            if not isinstance(v, torch.Tensor):
+                continue
+            if isinstance(v, torch.nn.Parameter) or v.requires_grad:
+                raise DatasetError(f"dataset {name!r} ({path}): {k} is an nn.Parameter (a tensor "
+                                   "that requires grad); valid: plain tensors (torch.save "
+                                   f"{k}.detach())")
+            if v.dtype in (torch.bfloat16, torch.complex64, torch.complex128) or v.is_quantized:
+                raise DatasetError(f"dataset {name!r} ({path}): {k} has dtype {v.dtype}; valid: "
+                                   "uint8, integer or float16/float32/float64 tensors (save "
+                                   f"{k}.float())")
+    return read_pt(name, path)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -328,15 +360,26 @@ def _describe_imagefolder(name: str, path: Path, num_classes: int | None) -> Dat
     if num_classes is not None and num_classes != k:
         raise DatasetError(f"dataset {name!r} ({path}): num_classes={num_classes} but train/ "
                            f"has {k} class folders; valid: {k}, or leave num_classes out")
-    n_train, n_test = len(image_files(path / "train")), len(image_files(path / "test"))
-    first = image_files(path / "train")[0]
-    try:
-        with Image.open(first) as im:
-            w, h = im.size
-            c = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
-    except OSError as exc:
-        raise DatasetError(f"dataset {name!r}: image {str(first)!r} cannot be read ({exc}); "
-                           "valid: image files PIL can open") from None
+    files = {split: image_files(path / split) for split in ("train", "test")}
+    n_train, n_test = len(files["train"]), len(files["test"])
+    first = files["train"][0]
+    # every header now (not the pixels): a file PIL refuses (unreadable, or a decompression
+    # bomb whose header claims far more pixels than an image holds) or of another size is one
+    # line before anything is written
+    for f in (*files["train"], *files["test"]):
+        try:
+            with Image.open(f) as im:
+                size, mode = im.size, im.mode
+        except Exception as exc:  # OSError, Image.DecompressionBombError, ...
+            raise DatasetError(f"dataset {name!r}: image {str(f)!r} cannot be read "
+                               f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); "
+                               "valid: image files PIL can open") from None
+        if f == first:
+            (w, h), c = size, 1 if mode in ("1", "L", "I", "I;16", "F") else 3
+        elif size != (w, h):
+            raise DatasetError(f"dataset {name!r}: image {str(f)!r} is {size[0]}x{size[1]} but "
+                               f"{w}x{h} (the first train image's size) was expected; valid: "
+                               "images of one size (resize them first)")
     shape = (c, h, w)
     check_memory(name, str(path), n_train + n_test, shape, (n_train + n_test) * c * h * w)
     return _custom_entry(name, "imagefolder", path, None, shape, k, (n_train, n_test))
@@ -375,14 +418,12 @@ def load_vectors(info: DatasetInfo, root: Path, download: bool) -> tuple:
     import numpy as np
     import torch
 
-    from asknlearn.data import read_pt
-
     path = Path(info.path)
     if info.source == "npz":  # the file's format (the loader is "vectors")
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in SPLIT_KEYS}
     else:
-        arrays = read_pt(info.name, path)
+        arrays = read_pt_checked(info.name, path)
     xs = {}
     for split in ("train", "test"):
         x = torch.as_tensor(np.ascontiguousarray(arrays[f"x_{split}"])).float()
