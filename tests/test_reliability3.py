@@ -884,7 +884,6 @@ SELECT_CONVERTIBLE = {
 }
 
 
-@issue(11, "asknlearn.select's bad options give tracebacks or are silently accepted")
 @pytest.mark.parametrize("case", list(SELECT_REFUSED))
 def test_select_refuses_bad_options_in_one_line(case):
     kw, name = SELECT_REFUSED[case]
@@ -895,7 +894,6 @@ def test_select_refuses_bad_options_in_one_line(case):
     assert "\n" not in msg and name in msg and "valid" in msg
 
 
-@issue(11, "asknlearn.select with a numpy, list, uint8 or float64 pool gives a traceback")
 @pytest.mark.parametrize("case", list(SELECT_CONVERTIBLE))
 def test_select_pool_types_are_used_or_refused_in_one_line(case):
     x = torch.randn(30, 1, 8, 8)
@@ -908,7 +906,6 @@ def test_select_pool_types_are_used_or_refused_in_one_line(case):
         assert picked.dtype == torch.int64 and len(torch.unique(picked)) == 5
 
 
-@issue(11, "asknlearn.select refuses b=np.int64(5)")
 def test_select_takes_a_numpy_integer_b():
     picked = _select(b=np.int64(5))
     assert len(torch.unique(picked)) == 5
