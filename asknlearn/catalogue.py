@@ -233,9 +233,9 @@ class ModelInfo:
 # features, at 0.2 (not tuned here; the usual input-dropout rate of Srivastava et al. 2014).
 MODELS: dict[str, ModelInfo] = {
     "mlp": ModelInfo("asknlearn.models:mlp", None, 0.5),
-    "linear": ModelInfo("asknlearn.models:linear", (1, 1), 0.2),
     "resnet18": ModelInfo("asknlearn.models:resnet18", (32, 32), 0.5),
     "vgg16": ModelInfo("asknlearn.models:vgg16", (32, 32), 0.3),
+    "linear": ModelInfo("asknlearn.models:linear", (1, 1), 0.2),
 }
 DEFAULT_DROPOUT = {name: m.dropout for name, m in MODELS.items()}
 
