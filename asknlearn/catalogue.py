@@ -124,14 +124,16 @@ class DatasetInfo:
     """Everything the package knows about a dataset before reading it.
 
     ``loader`` names the reader in :data:`asknlearn.data.LOADERS` (``digits``: scikit-learn;
-    ``idx``: torchvision's MNIST-format classes; ``cifar``, ``svhn``) and ``source`` the
-    torchvision class it uses. ``aug_shift``/``aug_flip`` are the refinement's augmentation
+    ``idx``: torchvision's MNIST-format classes; ``cifar``, ``svhn``; your own data: ``npz``,
+    ``pt``, ``imagefolder``, and ``vectors`` for (N, D) feature vectors) and ``source`` the
+    torchvision class it uses (for ``vectors``: the file's format, ``npz`` or ``pt``).
+    ``aug_shift``/``aug_flip`` are the refinement's augmentation
     defaults; ``seed_size``/``query_size``/``budget`` the protocol defaults that fit the pool
     (the paper's for the paper's datasets).
     """
 
     name: str
-    family: str  # "mnist" (MNIST, Fashion-MNIST, digits), "cifar" or "svhn"
+    family: str  # "mnist" (MNIST, Fashion-MNIST, digits), "cifar", "svhn"; yours: "custom", "vectors"
     shape: tuple[int, int, int]
     num_classes: int
     default_model: str
@@ -150,8 +152,9 @@ class DatasetInfo:
     # (train pool, test set) sizes, known without reading the data (`asknlearn estimate`);
     # your own data's are read from its file when its definition is checked
     sizes: tuple[int, int] = (0, 0)
-    # your own data (loader "npz", "pt" or "imagefolder"): the file or folder and how its
-    # images are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree)
+    # your own data (loader "npz", "pt", "imagefolder" or "vectors"): the file or folder and how
+    # its images are laid out ("nhw", "nchw", "nhwc"; None: an ImageFolder tree), or "nd":
+    # (N, D) feature vectors, held as (N, D, 1, 1) tensors, shape (D, 1, 1)
     path: str | None = None
     layout: str | None = None
 
@@ -225,11 +228,14 @@ class ModelInfo:
 # dropout rates: the MLP's from the validation-split study on Fashion-MNIST
 # (docs/hyperparameters.md); ResNet-18: Huang et al.'s stochastic-depth rule (last block dropped
 # with probability 0.5), as Seo et al. (2019) use; VGG-16: not tuned here (no CIFAR/SVHN data on
-# our machines), a common MC-dropout rate.
+# our machines), a common MC-dropout rate. The linear head: feature vectors only (input 1x1: an
+# (N, D) dataset is held as (N, D, 1, 1)); its stochastic network is MC dropout on the input
+# features, at 0.2 (not tuned here; the usual input-dropout rate of Srivastava et al. 2014).
 MODELS: dict[str, ModelInfo] = {
     "mlp": ModelInfo("asknlearn.models:mlp", None, 0.5),
     "resnet18": ModelInfo("asknlearn.models:resnet18", (32, 32), 0.5),
     "vgg16": ModelInfo("asknlearn.models:vgg16", (32, 32), 0.3),
+    "linear": ModelInfo("asknlearn.models:linear", (1, 1), 0.2),
 }
 DEFAULT_DROPOUT = {name: m.dropout for name, m in MODELS.items()}
 

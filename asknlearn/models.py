@@ -214,6 +214,15 @@ def mlp(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
     return mlp_trunk(c * h * w, dropout=dropout), 256
 
 
+def linear(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
+    """The linear head on feature vectors (a linear probe on embeddings, shape (D, 1, 1)): the
+    trunk passes the D features through, so z of eq. 4 is the embedding itself. Its stochastic
+    network is MC dropout on those input features (Gal & Ghahramani 2016), the T inferences
+    that VWCC (eq. 2), BALD and PowerBALD sample; with ``dropout`` 0 it is the plain probe."""
+    c, h, w = shape
+    return nn.Sequential(nn.Flatten(), MCDropout(dropout)), c * h * w
+
+
 def resnet18(shape: tuple[int, int, int], dropout: float) -> tuple[nn.Module, int]:
     """ResNet-18 (CIFAR variant) with stochastic depth."""
     return ResNet18Trunk(shape[0], dropout), 512
@@ -262,6 +271,11 @@ def as_split_net(model: nn.Module) -> SplitNet:
     return model if isinstance(model, SplitNet) else UserNet(model)
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for a one-line error."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 def load_factory(name: str):
     """The callable that ``"package.module:function"`` names, imported now: a built-in model
     entry's factory, or one a config the user passes names (never one read back from a
@@ -280,6 +294,10 @@ def load_factory(name: str):
     except AttributeError:
         raise ConfigError(f"model={name!r}: module {module!r} has no {attr!r}; valid: the name "
                           "of a factory function in it") from None
+    except Exception as exc:  # the user's module: ImportError, SyntaxError, any error it raises
+        raise ConfigError(f"model={name!r}: module {module!r} fails to import: "
+                          f"{_first_line(exc)}; valid: a module that imports cleanly (run "
+                          f"python -c 'import {module}' to see its traceback)") from exc
     if not callable(fn):
         raise ConfigError(f"model={name!r} is a {type(fn).__name__}, not callable; valid: a "
                           "factory function")
@@ -318,7 +336,12 @@ def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
     kwargs = {k: v for k, v in (("shape", tuple(shape)), ("num_classes", num_classes),
                                 ("dropout", dropout))
               if (k in params or anykw) and not (k == "dropout" and v is None)}
-    out = fn(**kwargs)
+    try:
+        out = fn(**kwargs)
+    except Exception as exc:  # the user's factory: whatever it raises is theirs to see
+        raise ConfigError(f"model={name!r}: the factory raised {_first_line(exc)}; valid: a "
+                          "factory that builds the network for shape (C, H, W) and num_classes"
+                          ) from exc
     if (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
             and isinstance(out[1], int) and not isinstance(out[1], bool)):
         net: SplitNet = SplitNet(out[0], out[1], num_classes)
@@ -331,6 +354,9 @@ def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
     else:
         raise ConfigError(f"model={name!r} returned {type(out).__name__}; valid: (trunk module, "
                           "feature size) or a module with features(x) and an nn.Linear head")
+    if net.feat_dim < 1:
+        raise ConfigError(f"model={name!r} has feature size {net.feat_dim}; valid: features z "
+                          "of at least 1 dimension (the input of the linear head, eq. 4)")
     was = net.training
     net.eval()
     try:
@@ -338,10 +364,13 @@ def _build_factory(name: str, shape: tuple[int, int, int], num_classes: int,
             z = net.features(torch.zeros(2, *shape))
     except Exception as exc:  # the user's network: any error it raises is the user's to see
         raise ConfigError(f"model={name!r} fails on images of shape {tuple(shape)} (C, H, W): "
-                          f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-                          ) from None
+                          f"{_first_line(exc)}") from None
     finally:
         net.train(was)
+    if not isinstance(z, torch.Tensor):
+        raise ConfigError(f"model={name!r}: features(x) returned a {type(z).__name__}, not a "
+                          "tensor; valid: features(x) returning z alone, shape (batch, feature "
+                          "size), not (z, logits)")
     if tuple(z.shape) != (2, net.feat_dim):
         raise ConfigError(f"model={name!r}: its features are {tuple(z.shape[1:])} per image but "
                           f"the head takes {net.feat_dim}; valid: features(x) of shape "

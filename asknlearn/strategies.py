@@ -27,7 +27,7 @@ from asknlearn.errors import ConfigError
 from asknlearn.selectors import Pool, Selector
 
 __all__ = ["NETWORKS", "PAPER_STRATEGIES", "SELECTORS", "STRATEGIES", "Pool", "StrategyParts",
-           "StrategySpec", "build_parts", "check_spec", "describe", "resolve_strategy",
+           "StrategySpec", "build_parts", "check_spec", "check_views", "describe", "resolve_strategy",
            "strategy_table"]
 
 
@@ -68,14 +68,34 @@ def build_parts(spec: StrategySpec, cfg: Any) -> StrategyParts:
     selector (β, pruning, clusters). Imports torch."""
     from asknlearn.augment import Augment
 
-    augment = Augment(cfg.aug_shift, cfg.aug_flip)
     labeler = lookup(PSEUDO_LABELERS, spec.pseudo_labels, "pseudo-labeller")
+    check_views(spec, cfg)
+    augment = Augment(cfg.aug_shift, cfg.aug_flip)
     return StrategyParts(
         loss=lookup(LOSSES, spec.loss, "loss").build(cfg),
         labeler=labeler.build(cfg, **({"augment": augment} if labeler.augment else {})),
         selector=lookup(SELECTORS, spec.selector, "selector").build(cfg),
         augment=augment,
     )
+
+
+def check_views(spec: StrategySpec, cfg: Any) -> None:
+    """Refuse, in one line, image views (the refinement's ``Aug`` of Algorithm 1, or
+    ``train_augment``) on a dataset of feature vectors: a shift or flip of an (N, D) embedding
+    has no meaning, and no feature-space view has been chosen on a validation split here."""
+    from asknlearn.userdata import dataset_info, is_vector
+
+    views = lookup(PSEUDO_LABELERS, spec.pseudo_labels, "pseudo-labeller").augment
+    if not (views and "pseudo_labels" in spec.needs) and not getattr(cfg, "train_augment", False):
+        return
+    info = dataset_info(cfg.dataset, getattr(cfg, "custom_datasets", None))
+    if is_vector(info):
+        what = (f"pseudo_labels={spec.pseudo_labels!r} (refinement by image views)"
+                if views and "pseudo_labels" in spec.needs else "train_augment=true")
+        raise ConfigError(f"dataset {info.name!r} holds (N, D) feature vectors, so {what} does "
+                          "not apply (a shift or flip of an embedding means nothing); valid: a "
+                          "strategy with pseudo_labels 'argmax' (random, badge, badge-lwcc, "
+                          "badge-vwcc, the baselines) and train_augment false")
 
 
 # a custom strategy's name is a path component and a workflow wildcard value

@@ -91,6 +91,20 @@ def image_layout(shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int]] | N
     return None
 
 
+def vector_layout(shape: tuple[int, ...]) -> tuple[str, tuple[int, int, int]] | None:
+    """An (N, D) array of feature vectors (embeddings computed outside asknlearn): layout
+    ``"nd"``, held as (N, D, 1, 1) so that every part written for (N, C, H, W) takes it (one
+    "channel" per feature); None when it is no such array."""
+    if len(shape) == 2 and shape[1] >= 1:
+        return "nd", (shape[1], 1, 1)
+    return None
+
+
+def is_vector(info: DatasetInfo) -> bool:
+    """Whether dataset ``info`` is feature vectors (layout ``"nd"``), not images."""
+    return info.layout == "nd"
+
+
 def available_memory() -> int:
     """Bytes of memory available to a new allocation: MemAvailable of /proc/meminfo (page cache
     that can be dropped counts), else the free physical pages that os.sysconf reports."""
@@ -116,8 +130,9 @@ def check_memory(name: str, where: str, n: int, shape: tuple[int, int, int],
     have = available_memory()
     if need > have:
         gib = 1 << 30
+        what = f"vectors of {c}" if (h, w) == (1, 1) else f"images of {c}x{h}x{w}"
         raise DatasetError(
-            f"dataset {name!r} ({where}) does not fit in memory: {n} images of {c}x{h}x{w} need "
+            f"dataset {name!r} ({where}) does not fit in memory: {n} {what} need "
             f"about {need / gib:.2f} GiB as float32 tensors (with the file's arrays while "
             f"loading) but {have / gib:.2f} GiB is available; valid: a dataset that fits "
             "(asknlearn holds whole datasets as tensors): fewer or smaller images, or a machine "
@@ -140,6 +155,13 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                         else np.lib.format.read_array_header_2_0)
                 shape, _, dtype = read(fh)
+                # a forged header can promise more data than the member holds
+                need = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                have = zf.getinfo(member).file_size
+            if have < need and not dtype.hasobject:
+                raise ValueError(f"array {member[:-4]} promises {need} bytes (shape "
+                                 f"{tuple(shape)}, {dtype}) but holds {have}: it is truncated "
+                                 "or forged")
             out[member[:-4]] = (tuple(shape), dtype)
     return out
 
@@ -184,11 +206,15 @@ def describe_arrays(name: str, where: str, shapes: dict[str, tuple[tuple[int, ..
     layouts = {}
     for split in ("train", "test"):
         shape, dtype = shapes[f"x_{split}"]
-        lay = image_layout(shape)
+        lay = image_layout(shape) or vector_layout(shape)
         if lay is None:
             raise DatasetError(f"dataset {name!r} ({where}): x_{split} has shape {shape}, not "
-                               "images; valid: (N, H, W), (N, C, H, W) or (N, H, W, C) with C "
-                               "1 or 3")
+                               "images or vectors; valid: (N, H, W), (N, C, H, W) or (N, H, W, "
+                               "C) with C 1 or 3, or (N, D) feature vectors")
+        if lay[0] == "nd" and np.dtype(dtype).kind != "f":
+            raise DatasetError(f"dataset {name!r} ({where}): x_{split} holds (N, D) vectors of "
+                               f"dtype {dtype}; valid: floating-point feature vectors (float16, "
+                               "float32, float64)")
         if np.dtype(dtype).kind not in "uif" or np.dtype(dtype) == bool:
             raise DatasetError(f"dataset {name!r} ({where}): x_{split} has dtype {dtype}; "
                                "valid: uint8 or floating-point images")
@@ -200,6 +226,10 @@ def describe_arrays(name: str, where: str, shapes: dict[str, tuple[tuple[int, ..
             raise DatasetError(f"dataset {name!r} ({where}): x_{split} has {shape[0]} images but "
                                f"y_{split} has {n_labels} labels; valid: one label per image")
         layouts[split] = lay
+    if "nd" in (layouts["train"][0], layouts["test"][0]) and layouts["train"] != layouts["test"]:
+        tr, te = shapes["x_train"][0][1:], shapes["x_test"][0][1:]
+        raise DatasetError(f"dataset {name!r} ({where}): x_train is {tr} per item but x_test "
+                           f"{te}; valid: (N, D) vectors of one length D in both splits")
     if layouts["train"][1] != layouts["test"][1]:
         raise DatasetError(f"dataset {name!r} ({where}): train images are {layouts['train'][1]} "
                            f"(C, H, W) but test images {layouts['test'][1]}; valid: one image "
@@ -209,6 +239,13 @@ def describe_arrays(name: str, where: str, shapes: dict[str, tuple[tuple[int, ..
     if k < 2:
         raise DatasetError(f"dataset {name!r} ({where}): y_train has a single class; valid: "
                            "labels of at least 2 classes")
+    distinct = len(np.unique(ytr))
+    if num_classes is None and k > 2 * distinct and k - distinct >= 10:
+        # one stray label would otherwise size the model's head (K = max + 1)
+        raise DatasetError(
+            f"dataset {name!r} ({where}): y_train's largest label {k - 1} implies K = {k} "
+            f"classes but y_train holds only {distinct} distinct labels; valid: labels 0..K-1 "
+            "with most classes present, or declare num_classes for the dataset")
     _check_labels(name, where, "test", labels["y_test"], k)
     return (layouts["train"][0], layouts["train"][1], k,
             (shapes["x_train"][0][0], shapes["x_test"][0][0]))
@@ -240,9 +277,7 @@ def _describe_npz(name: str, path: Path, num_classes: int | None) -> DatasetInfo
 def _describe_pt(name: str, path: Path, num_classes: int | None) -> DatasetInfo:
     # a .pt file can only be read whole: the loader reads it again (torch.load, weights only,
     # so no code runs from the file)
-    from asknlearn.data import read_pt
-
-    arrays = read_pt(name, path)
+    arrays = read_pt_checked(name, path)
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in arrays.items()}
     labels = {k: arrays[k] for k in ("y_train", "y_test") if k in arrays}
     import numpy as np
@@ -252,6 +287,35 @@ def _describe_pt(name: str, path: Path, num_classes: int | None) -> DatasetInfo:
     raw = sum(arrays[k].nbytes for k in ("x_train", "x_test"))
     check_memory(name, str(path), sum(sizes), shape, raw)
     return _custom_entry(name, "pt", path, lay, shape, k, sizes)
+
+
+def read_pt_checked(name: str, path: Path) -> dict[str, Any]:
+    """The arrays of a ``.pt`` dataset file (:func:`asknlearn.data.read_pt`: ``torch.load``
+    with ``weights_only=True``, no code runs from the file), each split tensor checked first:
+    an ``nn.Parameter`` (or any tensor that requires grad) or a dtype numpy cannot hold
+    (bfloat16, complex) is one line naming the key."""
+    import torch
+
+    from asknlearn.data import read_pt
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return read_pt(name, path)  # its one-line error
+    if isinstance(obj, dict):
+        for k in SPLIT_KEYS:
+            v = obj.get(k)
+            if not isinstance(v, torch.Tensor):
+                continue
+            if isinstance(v, torch.nn.Parameter) or v.requires_grad:
+                raise DatasetError(f"dataset {name!r} ({path}): {k} is an nn.Parameter (a tensor "
+                                   "that requires grad); valid: plain tensors (torch.save "
+                                   f"{k}.detach())")
+            if v.dtype in (torch.bfloat16, torch.complex64, torch.complex128) or v.is_quantized:
+                raise DatasetError(f"dataset {name!r} ({path}): {k} has dtype {v.dtype}; valid: "
+                                   "uint8, integer or float16/float32/float64 tensors (save "
+                                   f"{k}.float())")
+    return read_pt(name, path)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -290,18 +354,32 @@ def _describe_imagefolder(name: str, path: Path, num_classes: int | None) -> Dat
 
     train, _ = imagefolder_classes(name, path)
     k = len(train)
+    if k < 2:
+        raise DatasetError(f"dataset {name!r} ({path}): train/ has a single class folder "
+                           f"({train[0]!r}); valid: class folders of at least 2 classes")
     if num_classes is not None and num_classes != k:
         raise DatasetError(f"dataset {name!r} ({path}): num_classes={num_classes} but train/ "
                            f"has {k} class folders; valid: {k}, or leave num_classes out")
-    n_train, n_test = len(image_files(path / "train")), len(image_files(path / "test"))
-    first = image_files(path / "train")[0]
-    try:
-        with Image.open(first) as im:
-            w, h = im.size
-            c = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
-    except OSError as exc:
-        raise DatasetError(f"dataset {name!r}: image {str(first)!r} cannot be read ({exc}); "
-                           "valid: image files PIL can open") from None
+    files = {split: image_files(path / split) for split in ("train", "test")}
+    n_train, n_test = len(files["train"]), len(files["test"])
+    first = files["train"][0]
+    # every header now (not the pixels): a file PIL refuses (unreadable, or a decompression
+    # bomb whose header claims far more pixels than an image holds) or of another size is one
+    # line before anything is written
+    for f in (*files["train"], *files["test"]):
+        try:
+            with Image.open(f) as im:
+                size, mode = im.size, im.mode
+        except Exception as exc:  # OSError, Image.DecompressionBombError, ...
+            raise DatasetError(f"dataset {name!r}: image {str(f)!r} cannot be read "
+                               f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); "
+                               "valid: image files PIL can open") from None
+        if f == first:
+            (w, h), c = size, 1 if mode in ("1", "L", "I", "I;16", "F") else 3
+        elif size != (w, h):
+            raise DatasetError(f"dataset {name!r}: image {str(f)!r} is {size[0]}x{size[1]} but "
+                               f"{w}x{h} (the first train image's size) was expected; valid: "
+                               "images of one size (resize them first)")
     shape = (c, h, w)
     check_memory(name, str(path), n_train + n_test, shape, (n_train + n_test) * c * h * w)
     return _custom_entry(name, "imagefolder", path, None, shape, k, (n_train, n_test))
@@ -315,14 +393,82 @@ def protocol_defaults(pool: int) -> dict[str, int]:
     return {"seed_size": min(b, 100), "query_size": b, "budget": 10 * b}
 
 
+# a vector dataset's default model: a linear head (a linear probe, the usual head on pretrained
+# embeddings: CLIP, DINOv2, SimCLR features of 384..2048 dimensions) from this many features up,
+# the MLP below it (too few features for a linear head to separate the classes). A rule of
+# thumb, not tuned here; set `model` to choose.
+LINEAR_PROBE_MIN_DIM = 128
+
+
+def default_model(shape: tuple[int, int, int], layout: str | None) -> str:
+    """The model a custom dataset gets by default, from its shape: the linear head for vectors
+    of at least :data:`LINEAR_PROBE_MIN_DIM` features, the MLP for shorter vectors and for grey
+    or small images, ResNet-18 for 32x32 RGB."""
+    if layout == "nd":
+        return "linear" if shape[0] >= LINEAR_PROBE_MIN_DIM else "mlp"
+    return "resnet18" if shape == (3, 32, 32) else "mlp"
+
+
+def load_vectors(info: DatasetInfo, root: Path, download: bool) -> tuple:
+    """A .npz/.pt dataset of (N, D) feature vectors (described by :func:`custom_dataset_info`)
+    as (N, D, 1, 1) float32 tensors, each feature standardized with the training split's mean
+    and std (as images are per channel); every value checked finite, naming the split and the
+    first bad row. Returns the tensors and the entry with its statistics (a loader of
+    :data:`asknlearn.data.LOADERS`)."""
+    import numpy as np
+    import torch
+
+    path = Path(info.path)
+    if info.source == "npz":  # the file's format (the loader is "vectors")
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in SPLIT_KEYS}
+    else:
+        arrays = read_pt_checked(info.name, path)
+    xs = {}
+    for split in ("train", "test"):
+        x = torch.as_tensor(np.ascontiguousarray(arrays[f"x_{split}"])).float()
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise DatasetError(f"dataset {info.name!r} ({path}): x_{split} row {row} holds a "
+                               "non-finite value (NaN or inf); valid: finite feature vectors")
+        xs[split] = x
+    ytr, yte = (torch.as_tensor(arrays[k]).long() for k in ("y_train", "y_test"))
+    del arrays
+    mean = xs["train"].mean(dim=0, dtype=torch.float64)
+    # a constant feature: no division by 0
+    std = xs["train"].std(dim=0).double().clamp_min(1e-8) if len(xs["train"]) > 1 else (
+        torch.ones_like(mean))
+    m, s = mean.float(), std.float()
+    xtr, xte = ((xs[k] - m).div_(s).view(len(xs[k]), -1, 1, 1) for k in ("train", "test"))
+    return xtr, ytr, xte, yte, with_stats(info, tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def _register_vector_loader() -> None:
+    # TODO(lead): one line in asknlearn/data.py's LOADERS, "vectors": userdata.load_vectors,
+    # makes this registration unnecessary (data.py imports this module, not the other way)
+    from asknlearn import data
+
+    data.LOADERS.setdefault("vectors", load_vectors)
+
+
 def _custom_entry(name: str, loader: str, path: Path, layout: str | None,
                   shape: tuple[int, int, int], k: int, sizes: tuple[int, int]) -> DatasetInfo:
-    """The entry of a custom dataset: the MLP for grey or small images, ResNet-18 for 32x32
-    RGB; a shift of about H/10 pixels (no flip: not every dataset is flip-invariant);
-    normalization computed from the training split when it is loaded."""
+    """The entry of a custom dataset: its default model from its shape (:func:`default_model`);
+    for images a shift of about H/10 pixels (no flip: not every dataset is flip-invariant), for
+    vectors no view at all (refinement refuses them); normalization computed from the training
+    split when it is loaded."""
+    if layout == "nd":
+        _register_vector_loader()
+        return DatasetInfo(
+            name, family="vectors", shape=shape, num_classes=k,
+            default_model=default_model(shape, layout), expected_files=(), mean=(), std=(),
+            loader="vectors", source=loader, aug_shift=0, aug_flip=False, path=str(path),
+            layout=layout, sizes=sizes, **protocol_defaults(sizes[0]),
+        )
     return DatasetInfo(
         name, family="custom", shape=shape, num_classes=k,
-        default_model="resnet18" if shape == (3, 32, 32) else "mlp", expected_files=(),
+        default_model=default_model(shape, layout), expected_files=(),
         mean=(), std=(), loader=loader, aug_shift=max(1, shape[1] // 10), aug_flip=False,
         path=str(path), layout=layout, sizes=sizes, **protocol_defaults(sizes[0]),
     )

@@ -138,8 +138,11 @@ BAD_DATA = {
                            r"x_train has 60 images but y_train has 59 labels"),
     "labels outside": ({"y_test": np.full(20, 7)}, r"y_test holds labels outside 0\.\.2 \(e\.g\. 7\)"),
     "negative labels": ({"y_train": np.full(60, -1)}, r"y_train holds labels outside 0\.\.K-1"),
-    "non-image shape": ({"x_train": np.zeros((60, 64), np.uint8)},
-                        r"x_train has shape \(60, 64\), not images; valid: \(N, H, W\)"),
+    "non-image shape": ({"x_train": np.zeros((60, 2, 2, 2, 2), np.uint8)},
+                        r"x_train has shape \(60, 2, 2, 2, 2\), not images or vectors; valid: "
+                        r"\(N, H, W\)"),
+    "integer vectors": ({"x_train": np.zeros((60, 64), np.uint8)},
+                        r"x_train holds \(N, D\) vectors of dtype uint8; valid: floating-point"),
     "shapes differ": ({"x_test": np.zeros((20, 9, 9), np.uint8)},
                       r"train images are \(1, 8, 8\) \(C, H, W\) but test images \(1, 9, 9\)"),
 }
