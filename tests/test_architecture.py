@@ -72,7 +72,7 @@ def test_build_model_reads_the_names_table(monkeypatch):
     assert isinstance(net, UserNet) and net.head.out_features == 3 and net.stochastic
     with pytest.raises(ConfigError, match=r"model 'toy' expects 8x8 images, got 28x28; valid: mlp"):
         build_model("toy", (1, 28, 28), 3, 0.2)
-    with pytest.raises(ConfigError, match="unknown model 'nope'; valid: mlp, resnet18, vgg16, toy"):
+    with pytest.raises(ConfigError, match="unknown model 'nope'; valid: mlp, resnet18, vgg16, linear, toy"):
         build_model("nope", (1, 8, 8), 3, 0.2)
 
 
